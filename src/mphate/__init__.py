@@ -1,0 +1,6 @@
+"""mphate: Multislice PHATE for visualising how neural networks learn."""
+from mphate.trace import Trace
+
+__version__ = "0.1.0"
+
+__all__ = ["Trace", "__version__"]

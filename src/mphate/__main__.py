@@ -1,0 +1,5 @@
+import sys
+
+from mphate.cli import main
+
+sys.exit(main())
