@@ -1,0 +1,271 @@
+"""Framework-free recording: ``record(step, {layer_name: activations})`` from any training loop."""
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from mphate.store import MemoryStore, TraceStore, check_creatable, is_trace_store
+from mphate.trace import Trace
+
+__all__ = ["Recorder", "fingerprint"]
+
+
+def to_numpy(value) -> np.ndarray:
+    """A framework tensor (torch, TensorFlow, JAX) or array-like as a numpy array on the CPU."""
+    if hasattr(value, "detach"):  # torch
+        value = value.detach().cpu()
+    if hasattr(value, "numpy") and not isinstance(value, np.ndarray):
+        value = value.numpy()
+    return np.asarray(value)
+
+
+def fingerprint(array) -> str:
+    """SHA-256 of an array's shape, dtype and bytes: identifies a set of trace inputs."""
+    array = np.ascontiguousarray(to_numpy(array))
+    digest = hashlib.sha256(f"{array.shape}|{array.dtype.str}|".encode())
+    digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+class Recorder:
+    """Record hidden-unit activations slice by slice, to disk (crash-safe) or to memory.
+
+    Works with any framework: at each moment of training, pass every traced layer's
+    activations on the same trace inputs to :meth:`record`.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        Trace store directory. None keeps the trace in memory.
+    trace_labels : array-like, shape (n_trace,), optional
+        Class of each trace input (used to colour units by their most-active class).
+    resume : bool, default False
+        Append to the store already at ``path`` instead of refusing to touch it. A resume
+        must record the same layers with the same unit counts on the same trace inputs.
+    run_id : str, optional
+        Id of this run. A new store is created with it; with ``resume=True`` an existing
+        store is only appended to if it was created with it (save :attr:`run_id` with your
+        checkpoints to make resuming safe).
+    fsync : bool, default True
+        Make each slice durable against power loss, not only against the process being killed.
+    attrs : dict, optional
+        JSON-serialisable metadata stored with the trace (model, hyper-parameters, ...).
+    trace_inputs_sha256 : str, optional
+        Fingerprint of the trace inputs (see :func:`fingerprint`); a resume with different
+        inputs is refused. Framework recorders fill it in.
+
+    Examples
+    --------
+    >>> rec = Recorder("run.trace", trace_labels=y_trace)          # doctest: +SKIP
+    >>> for epoch in range(1, 301):                                  # doctest: +SKIP
+    ...     train_one_epoch()
+    ...     rec.record(step, {"fc1": h1, "fc2": h2}, epoch=epoch, loss=loss)
+    """
+
+    def __init__(
+        self,
+        path=None,
+        *,
+        trace_labels=None,
+        resume=False,
+        run_id=None,
+        fsync=True,
+        attrs=None,
+        trace_inputs_sha256=None,
+    ):
+        self.path = None if path is None else Path(path)
+        self.trace_labels = None if trace_labels is None else to_numpy(trace_labels)
+        if self.trace_labels is not None and self.trace_labels.ndim != 1:
+            raise ValueError(f"trace_labels must be 1-D (one label per trace input), got shape {self.trace_labels.shape}")
+        self.fsync = fsync
+        self.attrs = dict(attrs or {})
+        self.trace_inputs_sha256 = trace_inputs_sha256
+        self._store: TraceStore | MemoryStore | None = None
+        self._run_id = None if run_id is None else str(run_id)
+        if self.path is not None and is_trace_store(self.path):
+            if not resume:
+                with TraceStore.open(self.path, strict=False) as existing:
+                    n = existing.n_slices
+                    other = existing.run_id
+                raise ValueError(
+                    f"{self.path} already holds a trace store (run {other}, {n} slices); pass "
+                    f"resume=True to append to it, or record into a new path"
+                )
+            self._store = TraceStore.open(self.path, mode="a", run_id=self._run_id, fsync=fsync)
+            self._check_same_inputs(self._store)
+            self._run_id = self._store.run_id
+        elif self.path is not None:
+            check_creatable(self.path)  # fail now, not after the first epoch
+        if self._run_id is None:
+            self._run_id = uuid.uuid4().hex
+
+    # --- state ------------------------------------------------------------------------------
+    @property
+    def run_id(self) -> str:
+        """Id of this run's store (save it with your checkpoints; pass it back to resume)."""
+        return self._run_id
+
+    @property
+    def store(self):
+        """The underlying TraceStore (or MemoryStore); None until the first slice."""
+        return self._store
+
+    @property
+    def n_slices(self) -> int:
+        return 0 if self._store is None else self._store.n_slices
+
+    @property
+    def last_step(self):
+        """Step of the last recorded slice (None before the first): resume after it."""
+        if self._store is None or self._store.n_slices == 0:
+            return None
+        return int(self._store.steps[-1])
+
+    def _check_same_inputs(self, store) -> None:
+        if (
+            self.trace_inputs_sha256 is not None
+            and store.trace_inputs_sha256 is not None
+            and store.trace_inputs_sha256 != self.trace_inputs_sha256
+        ):
+            raise ValueError(
+                f"the trace store at {store.path} was recorded on other trace inputs; a store "
+                f"holds one run on one fixed set of inputs: record into a new path"
+            )
+        if self.trace_labels is not None and store.trace_labels is not None:
+            if store.trace_labels.shape != self.trace_labels.shape or not np.array_equal(
+                store.trace_labels, self.trace_labels
+            ):
+                raise ValueError(
+                    f"the trace store at {store.path} has different trace labels; a store holds "
+                    f"one run on one fixed set of inputs: record into a new path"
+                )
+
+    # --- recording --------------------------------------------------------------------------
+    def record(self, step, activations, epoch=None, **scalars) -> int:
+        """Append one slice; returns its index.
+
+        Parameters
+        ----------
+        step : int
+            Optimiser step (or batch count) now; must increase from slice to slice.
+        activations : dict of str -> array-like, shape (n_trace, n_units_of_layer)
+            Each traced layer's output on the trace inputs, one row per input. The same
+            layers, unit counts and inputs every time. Reduce convolution maps to one value
+            per channel first (e.g. the spatial mean).
+        epoch : float, optional
+            Epoch now (fractional for per-batch recording).
+        **scalars : float
+            Values to log with this slice: loss, val_loss, accuracy, task, ...
+
+        Nothing is written unless every check passes, so a bad call leaves the store intact.
+        """
+        names, units, matrix = self._stack(activations)
+        self._reopen_if_closed()
+        if self._store is None:
+            self._store = self._create_store(names, units, matrix.shape[1])
+        else:
+            self._store.check_layout(names, units, matrix.shape[1])
+            if list(names) != list(self._store.layer_names):
+                matrix = self._reorder(names, units, matrix)
+        return self._store.append(matrix, step, epoch=epoch, scalars=scalars)
+
+    def log(self, slice_index=None, **scalars) -> None:
+        """Attach scalars to a recorded slice (default: the last), e.g. a val_loss known later."""
+        if self._store is None:
+            raise ValueError("no slice has been recorded yet, so there is nothing to attach scalars to")
+        self._reopen_if_closed()
+        self._store.log_scalars(slice_index, **scalars)
+
+    def _reopen_if_closed(self) -> None:
+        if isinstance(self._store, TraceStore) and self._store.mode != "a":
+            # closed after an earlier fit(): take the append lock again
+            self._store = TraceStore.open(self.path, mode="a", run_id=self._run_id, fsync=self.fsync)
+
+    def _stack(self, activations):
+        if not isinstance(activations, Mapping) or not activations:
+            raise ValueError(
+                "activations must be a non-empty dict {layer_name: array of shape (n_trace, n_units)}, "
+                f"got {type(activations).__name__}"
+            )
+        names, units, blocks = [], [], []
+        n_trace = None
+        for name, value in activations.items():
+            if not isinstance(name, str):
+                raise ValueError(f"layer names must be strings, got {name!r}")
+            try:
+                array = to_numpy(value)
+            except Exception as exc:
+                raise ValueError(f"layer {name!r}: could not read activations as an array ({exc})") from None
+            if array.dtype == object or not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+                raise ValueError(
+                    f"layer {name!r}: activations must be a real numeric array, got "
+                    f"{type(value).__name__} with dtype {array.dtype}"
+                )
+            if array.ndim == 1:
+                array = array[:, None]  # a layer with a single unit
+            if array.ndim != 2:
+                raise ValueError(
+                    f"layer {name!r}: activations must have shape (n_trace, n_units), got "
+                    f"{array.shape}; reduce feature maps to one value per channel first "
+                    f"(e.g. the mean over spatial axes)"
+                )
+            if n_trace is None:
+                n_trace = array.shape[0]
+            elif array.shape[0] != n_trace:
+                raise ValueError(
+                    f"layer {name!r} has activations for {array.shape[0]} trace inputs, "
+                    f"layer {names[0]!r} for {n_trace}; every layer must see the same inputs"
+                )
+            names.append(name)
+            units.append(array.shape[1])
+            blocks.append(array.T)
+        if self.trace_labels is not None and self.trace_labels.shape[0] != n_trace:
+            raise ValueError(
+                f"got activations for {n_trace} trace inputs but {self.trace_labels.shape[0]} trace labels"
+            )
+        return names, units, np.concatenate(blocks, axis=0).astype(np.float32, copy=False)
+
+    def _reorder(self, names, units, matrix):
+        """Rows of ``matrix`` rearranged into the store's layer order."""
+        offsets = dict(zip(names, np.cumsum([0] + list(units[:-1]))))
+        sizes = dict(zip(names, units))
+        return np.concatenate(
+            [matrix[offsets[n] : offsets[n] + sizes[n]] for n in self._store.layer_names], axis=0
+        )
+
+    def _create_store(self, names, units, n_trace):
+        if self.path is None:
+            return MemoryStore(names, units, n_trace, self.trace_labels, self.attrs, run_id=self._run_id)
+        return TraceStore.create(
+            self.path,
+            names,
+            units,
+            n_trace,
+            trace_labels=self.trace_labels,
+            trace_inputs_sha256=self.trace_inputs_sha256,
+            attrs=self.attrs,
+            run_id=self._run_id,
+            fsync=self.fsync,
+        )
+
+    # --- output -----------------------------------------------------------------------------
+    def to_trace(self) -> Trace:
+        """Everything recorded so far as a Trace."""
+        if self._store is None or self._store.n_slices == 0:
+            raise ValueError("nothing has been recorded yet")
+        return self._store.to_trace()
+
+    def close(self) -> None:
+        """Release the store (its append lock and file handles)."""
+        if self._store is not None:
+            self._store.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
