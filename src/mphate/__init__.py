@@ -1,6 +1,7 @@
 """mphate: Multislice PHATE for visualising how neural networks learn."""
+from mphate.estimator import MPHATE
 from mphate.trace import Trace
 
 __version__ = "0.1.0"
 
-__all__ = ["Trace", "__version__"]
+__all__ = ["MPHATE", "Trace", "__version__"]

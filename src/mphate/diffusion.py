@@ -1,0 +1,133 @@
+"""Diffusion time and potential on the (landmark) diffusion operator.
+
+The operator ``P = C^-1/2 S C^1/2`` is similar to a symmetric ``S``, so one symmetric
+eigendecomposition gives both the spectrum (for the von Neumann entropy that picks t) and any
+power ``P^t = C^-1/2 V diag(l^t) V^T C^1/2`` without repeated dense matrix products.
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+
+
+class SpectralDecomposition:
+    """Eigen-decomposition of a diffusion operator given by its symmetric conjugate.
+
+    Attributes
+    ----------
+    eigenvalues : ndarray, shape (n,), descending, clipped to [0, 1]
+    eigenvectors : ndarray, shape (n, n)
+    scale : ndarray, shape (n,)
+    """
+
+    def __init__(self, symmetric: np.ndarray, scale: np.ndarray):
+        eigenvalues, eigenvectors = scipy.linalg.eigh(symmetric, driver="evd", check_finite=False)
+        order = np.argsort(eigenvalues)[::-1]
+        # a stochastic operator has spectrum in [-1, 1]; the landmark operator is PSD, and
+        # rounding can leave tiny negatives or values a hair above 1
+        self.eigenvalues = np.clip(eigenvalues[order], 0.0, 1.0)
+        self.eigenvectors = eigenvectors[:, order]
+        self.scale = np.asarray(scale, dtype=np.float64)
+
+    def power(self, t: int, tol: float = 1e-12) -> np.ndarray:
+        """``P^t`` as a dense row-stochastic array, shape (n, n)."""
+        powered = self.eigenvalues**t
+        # components whose weight vanished at this t add nothing but cost
+        keep = powered > tol * powered[0]
+        vectors = self.eigenvectors[:, keep]
+        sqrt_scale = np.sqrt(self.scale)
+        left = (vectors * powered[keep]) / sqrt_scale[:, None]
+        right = vectors.T * sqrt_scale[None, :]
+        result = left @ right
+        np.maximum(result, 0.0, out=result)
+        result /= result.sum(axis=1, keepdims=True)
+        return result
+
+
+def von_neumann_entropy(eigenvalues: np.ndarray, t_max: int = 100) -> np.ndarray:
+    """Von Neumann entropy of ``P^t`` for t = 1..t_max.
+
+    The entropy of the normalised spectrum ``l^t / sum(l^t)``; it falls as diffusion smooths
+    away small eigenvalues.
+
+    Returns
+    -------
+    ndarray, shape (t_max,)
+    """
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    lam = lam[lam > 0]
+    entropy = np.empty(t_max)
+    with np.errstate(under="ignore", divide="ignore", invalid="ignore"):
+        for t in range(1, t_max + 1):
+            p = lam**t
+            p = p[p > 0]
+            p /= p.sum()
+            entropy[t - 1] = -np.sum(p * np.log(p))
+    return entropy
+
+
+def find_knee(y: np.ndarray) -> int:
+    """Index of the knee of a decreasing curve, by the best two-segment linear fit.
+
+    For each split point, fit a least-squares line to the points left of it (inclusive) and one
+    to the points right of it (inclusive); the knee is the split with the least total squared
+    error.
+
+    Parameters
+    ----------
+    y : ndarray, shape (n,), n >= 3
+
+    Returns
+    -------
+    int, in [1, n - 2]
+    """
+    y = np.asarray(y, dtype=np.float64)
+    n = len(y)
+    if n < 3:
+        raise ValueError("find_knee needs at least 3 points")
+    x = np.arange(n, dtype=np.float64)
+
+    def segment_errors(xs, ys):
+        # residual sum of squares of the least-squares line through xs[:m], ys[:m], for all m
+        m = np.arange(1, len(xs) + 1, dtype=np.float64)
+        sx, sy = np.cumsum(xs), np.cumsum(ys)
+        sxx, syy, sxy = np.cumsum(xs * xs), np.cumsum(ys * ys), np.cumsum(xs * ys)
+        cov = sxy - sx * sy / m
+        var_x = sxx - sx * sx / m
+        var_y = syy - sy * sy / m
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rss = var_y - np.where(var_x > 0, cov * cov / var_x, 0.0)
+        return np.maximum(rss, 0.0)
+
+    left = segment_errors(x, y)  # left[i] = fit over 0..i
+    right = segment_errors(x[::-1], y[::-1])[::-1]  # right[i] = fit over i..n-1
+    splits = np.arange(1, n - 1)
+    total = left[splits] + right[splits]
+    return int(splits[np.argmin(total)])
+
+
+def select_t(eigenvalues: np.ndarray, t_max: int = 100) -> tuple[int, np.ndarray]:
+    """Diffusion time at the knee of the von Neumann entropy curve.
+
+    Returns
+    -------
+    t : int
+    entropy : ndarray, shape (t_max,), entropy[t - 1] is the entropy at time t
+    """
+    entropy = von_neumann_entropy(eigenvalues, t_max)
+    return find_knee(entropy) + 1, entropy
+
+
+def potential(transition: np.ndarray, gamma: float) -> np.ndarray:
+    """Transform diffused probabilities into a potential.
+
+    ``gamma = 1`` is the log potential ``-log(P + eps)``; otherwise
+    ``2 / (1 - gamma) * P ** ((1 - gamma) / 2)``, so ``gamma = 0`` (M-PHATE's default) is the
+    square-root potential ``2 * sqrt(P)`` and ``gamma = -1`` is ``P`` itself.
+    """
+    if not -1 <= gamma <= 1:
+        raise ValueError(f"gamma must be in [-1, 1]; got {gamma}")
+    if gamma == 1:
+        return -np.log(transition + 1e-7)
+    exponent = (1 - gamma) / 2
+    return (2 / (1 - gamma)) * np.power(transition, exponent)

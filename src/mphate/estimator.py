@@ -1,0 +1,323 @@
+"""The M-PHATE estimator (scikit-learn API)."""
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from contextlib import contextmanager, nullcontext
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils import check_random_state
+
+from mphate import diffusion, kernel as kernel_mod, landmarks, mds
+from mphate._validation import check_sizes, check_trace_array
+from mphate.normalize import zscore_units
+
+
+class _StageLog:
+    """Timed log lines on stderr, one per pipeline stage; silent when verbose is 0."""
+
+    def __init__(self, verbose: int):
+        self.verbose = verbose
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str):
+        start = time.perf_counter()
+        if self.verbose:
+            print(f"[mphate] {name}...", file=sys.stderr, flush=True)
+        yield
+        elapsed = time.perf_counter() - start
+        self.timings[name] = elapsed
+        if self.verbose:
+            print(f"[mphate] {name}: {elapsed:.2f} s", file=sys.stderr, flush=True)
+
+    def note(self, message: str):
+        if self.verbose:
+            print(f"[mphate] {message}", file=sys.stderr, flush=True)
+
+
+class MPHATE(BaseEstimator):
+    """Multislice PHATE: embed every hidden unit at every moment of training.
+
+    Parameters
+    ----------
+    n_components : int, default 2
+        Dimensions of the embedding (2 or 3 for pictures; any >= 1 works).
+    intraslice_knn : int, default 2
+        k for the adaptive bandwidth of the kernel between units of one slice.
+    interslice_knn : int, default 25
+        k for the single bandwidth of the kernel between one unit's slices.
+    decay : float, default 5
+        Alpha of the intraslice alpha-decay kernel.
+    t : int or "auto", default "auto"
+        Diffusion time; "auto" picks the knee of the von Neumann entropy.
+    gamma : float in [-1, 1], default 0
+        Potential: 0 is the square-root potential (M-PHATE's default), 1 the log potential.
+    normalize : bool, default True
+        Z-score each (slice, unit) activation vector across the trace inputs.
+    n_landmark : int or None, default 4000
+        Landmarks the diffusion is compressed to; None or >= N runs on all points.
+    n_svd : int, default 100
+        Spectral coordinates used to cluster points into landmarks.
+    mds : {"metric", "classic"}, default "metric"
+    mds_max_iter : int, default 300
+    mds_tol : float, default 1e-4
+        SMACOF stops when the stress falls by less than this fraction in an iteration.
+    t_max : int, default 100
+        Largest t considered by t="auto".
+    random_state : int, RandomState or None
+    n_jobs : int or None, default None
+        Threads for the linear algebra; None leaves the current setting, -1 uses all cores.
+    verbose : int, default 0
+        1 prints one timed line per stage to stderr.
+
+    Attributes
+    ----------
+    embedding_ : ndarray, shape (n_slices * n_units, n_components)
+        Slice-major: row ``slice * n_units + unit``.
+    kernel_ : scipy.sparse.csr_matrix, shape (N, N)
+        The multislice kernel (assembled on first access).
+    multislice_kernel_ : MultisliceKernel
+        The kernel in its structured form.
+    interslice_eps_ : float
+        The global interslice bandwidth.
+    landmark_labels_ : ndarray, shape (N,)
+        Landmark of each point (each point its own when no landmarks are used).
+    n_landmark_ : int
+    t_ : int
+        Diffusion time used.
+    entropy_ : ndarray, shape (t_max,)
+        Von Neumann entropy of the operator at t = 1..t_max.
+    landmark_embedding_ : ndarray, shape (n_landmark_, n_components)
+    n_slices_, n_units_, n_trace_ : int
+    timings_ : dict of str -> float
+        Seconds spent in each stage of the last fit.
+    """
+
+    def __init__(
+        self,
+        n_components=2,
+        *,
+        intraslice_knn=2,
+        interslice_knn=25,
+        decay=5,
+        t="auto",
+        gamma=0,
+        normalize=True,
+        n_landmark=4000,
+        n_svd=100,
+        mds="metric",
+        mds_max_iter=300,
+        mds_tol=1e-4,
+        t_max=100,
+        random_state=None,
+        n_jobs=None,
+        verbose=0,
+    ):
+        self.n_components = n_components
+        self.intraslice_knn = intraslice_knn
+        self.interslice_knn = interslice_knn
+        self.decay = decay
+        self.t = t
+        self.gamma = gamma
+        self.normalize = normalize
+        self.n_landmark = n_landmark
+        self.n_svd = n_svd
+        self.mds = mds
+        self.mds_max_iter = mds_max_iter
+        self.mds_tol = mds_tol
+        self.t_max = t_max
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ parameters
+    def _check_params(self):
+        if not isinstance(self.n_components, (int, np.integer)) or self.n_components < 1:
+            raise ValueError(f"n_components must be a positive integer; got {self.n_components!r}")
+        if not (np.isscalar(self.decay) and np.isfinite(self.decay) and self.decay > 0):
+            raise ValueError(f"decay must be a positive number; got {self.decay!r}")
+        if not (isinstance(self.t_max, (int, np.integer)) and self.t_max >= 3):
+            raise ValueError(f"t_max must be an integer >= 3; got {self.t_max!r}")
+        if self.t != "auto" and not (
+            isinstance(self.t, (int, np.integer)) and not isinstance(self.t, bool) and self.t >= 1
+        ):
+            raise ValueError(f"t must be 'auto' or a positive integer; got {self.t!r}")
+        if not (np.isscalar(self.gamma) and -1 <= self.gamma <= 1):
+            raise ValueError(f"gamma must be a number in [-1, 1]; got {self.gamma!r}")
+        if self.n_landmark is not None and (
+            not isinstance(self.n_landmark, (int, np.integer)) or self.n_landmark < 2
+        ):
+            raise ValueError(f"n_landmark must be None or an integer >= 2; got {self.n_landmark!r}")
+        if self.mds not in ("metric", "classic"):
+            raise ValueError(f"mds must be 'metric' or 'classic'; got {self.mds!r}")
+
+    def _kernel_key(self, fingerprint):
+        return (fingerprint, self.intraslice_knn, self.interslice_knn, float(self.decay), bool(self.normalize))
+
+    def _landmark_key(self, kernel_key):
+        return (kernel_key, self.n_landmark, self.n_svd, _seed_key(self.random_state))
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, X, y=None):
+        """Embed a trace.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_slices, n_units, n_trace), a :class:`mphate.Trace`,
+            a trace store, or a path to one (store folder, .npz, .npy, .mat)
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        data = _as_array(X)
+        data = check_trace_array(data)
+        n_slices, n_units, n_trace = data.shape
+        check_sizes(
+            n_slices, n_units, n_trace,
+            intraslice_knn=self.intraslice_knn, interslice_knn=self.interslice_knn,
+        )
+        log = _StageLog(self.verbose)
+        log.note(f"{n_slices} slices x {n_units} units x {n_trace} trace inputs = {n_slices * n_units} points")
+        with _thread_limit(self.n_jobs):
+            kernel_key = self._kernel_key(_fingerprint(data))
+            if getattr(self, "_kernel_key_", None) != kernel_key:
+                with log.stage("kernel"):
+                    features = zscore_units(data) if self.normalize else data.astype(np.float32)
+                    self.multislice_kernel_ = kernel_mod.multislice_kernel(
+                        features,
+                        intraslice_knn=self.intraslice_knn,
+                        interslice_knn=self.interslice_knn,
+                        decay=self.decay,
+                    )
+                    del features
+                self._kernel_key_ = kernel_key
+                self._landmark_key_ = None
+                self.__dict__.pop("_kernel_sparse", None)
+            else:
+                log.note("kernel unchanged: reusing it")
+            kernel = self.multislice_kernel_
+            self.interslice_eps_ = kernel.interslice_eps
+            self.n_slices_, self.n_units_, self.n_trace_ = n_slices, n_units, n_trace
+
+            landmark_key = self._landmark_key(kernel_key)
+            if getattr(self, "_landmark_key_", None) != landmark_key:
+                n_points = kernel.shape[0]
+                rng = check_random_state(self.random_state)
+                if self.n_landmark is None or n_points <= self.n_landmark:
+                    with log.stage("diffusion operator (all points)"):
+                        operator = landmarks.exact_operator(kernel)
+                else:
+                    with log.stage("spectral coordinates"):
+                        coords = landmarks.spectral_features(kernel, self.n_svd, random_state=rng)
+                    with log.stage("landmark clustering"):
+                        labels = landmarks.cluster_landmarks(coords, self.n_landmark, random_state=rng)
+                        del coords
+                    with log.stage("landmark operator"):
+                        operator = landmarks.landmark_operator(kernel, labels)
+                with log.stage("eigendecomposition"):
+                    self._spectrum = diffusion.SpectralDecomposition(operator.symmetric, operator.scale)
+                    operator.symmetric = None  # the spectrum replaces it
+                self._operator = operator
+                self._landmark_key_ = landmark_key
+            else:
+                log.note("landmarks unchanged: reusing them")
+            operator = self._operator
+            self.landmark_labels_ = operator.labels
+            self.n_landmark_ = len(operator.scale)
+
+            with log.stage("diffusion time and potential"):
+                t_auto, self.entropy_ = diffusion.select_t(self._spectrum.eigenvalues, self.t_max)
+                if self.t == "auto":
+                    self.t_ = t_auto
+                    log.note(f"t = {self.t_} (knee of the von Neumann entropy)")
+                else:
+                    self.t_ = int(self.t)
+                transition = self._spectrum.power(self.t_)
+                potential = diffusion.potential(transition, self.gamma)
+                del transition
+
+            with log.stage("classical MDS"):
+                rng = check_random_state(self.random_state)
+                init = mds.classical_mds_from_points(potential, self.n_components, random_state=rng)
+            if self.mds == "metric":
+                with log.stage("metric MDS"):
+                    distances = mds.pairwise_distances(potential)
+                    del potential
+                    landmark_embedding, n_iter = mds.smacof(
+                        distances, init, max_iter=self.mds_max_iter, tol=self.mds_tol
+                    )
+                    log.note(f"SMACOF: {n_iter} iterations")
+            else:
+                landmark_embedding = init
+            self.landmark_embedding_ = landmark_embedding
+            with log.stage("map landmarks to points"):
+                embedding = operator.point_to_landmark @ landmark_embedding
+            self.embedding_ = np.asarray(embedding, dtype=np.float64)
+        self.timings_ = dict(log.timings)
+        log.note(f"total: {sum(log.timings.values()):.2f} s")
+        return self
+
+    def fit_transform(self, X, y=None):
+        """Embed a trace and return the embedding, shape (n_slices * n_units, n_components)."""
+        return self.fit(X).embedding_
+
+    @property
+    def kernel_(self):
+        """The multislice kernel as a sparse matrix, shape (N, N) (assembled on first access)."""
+        if "multislice_kernel_" not in self.__dict__:
+            raise AttributeError("kernel_ is available after fit")
+        cached = self.__dict__.get("_kernel_sparse")
+        if cached is None:
+            cached = self.multislice_kernel_.to_sparse()
+            self.__dict__["_kernel_sparse"] = cached
+        return cached
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_kernel_sparse", None)
+        return state
+
+
+def _as_array(X):
+    """Accept an array, a Trace, a trace store or a path; return the activation array."""
+    from mphate.trace import Trace
+
+    if isinstance(X, Trace):
+        return X.data
+    if isinstance(X, (str, bytes)) or hasattr(X, "__fspath__") or hasattr(X, "to_trace"):
+        try:
+            from mphate.io import as_trace
+        except ImportError as exc:  # pragma: no cover - io ships with the package
+            raise ValueError(f"cannot read a trace from {X!r}: {exc}") from exc
+        return as_trace(X).data
+    return X
+
+
+def _fingerprint(data: np.ndarray) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(str(data.shape).encode())
+    digest.update(np.ascontiguousarray(data).view(np.uint8).data)
+    return digest.hexdigest()
+
+
+def _seed_key(random_state):
+    if random_state is None or isinstance(random_state, (int, np.integer)):
+        return random_state
+    return id(random_state)  # a RandomState object: reuse only within the same object
+
+
+def _thread_limit(n_jobs):
+    if n_jobs is None:
+        return nullcontext()
+    from threadpoolctl import threadpool_limits
+    import os
+
+    n = os.cpu_count() or 1
+    limit = n if n_jobs == -1 else max(1, n + 1 + n_jobs) if n_jobs < 0 else int(n_jobs)
+    return threadpool_limits(limits=limit)

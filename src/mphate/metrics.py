@@ -1,0 +1,118 @@
+"""Quantities from the paper: neighbourhood preservation and visualisation variance."""
+from __future__ import annotations
+
+import numpy as np
+
+from mphate._validation import check_trace_array
+from mphate.kernel import batched_distances
+from mphate.normalize import zscore_units
+
+
+def _knn_indices(dist: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k nearest other points, shape (n_batch, n_points, k) (self excluded)."""
+    dist = dist.copy()
+    idx = np.arange(dist.shape[1])
+    dist[:, idx, idx] = np.inf
+    return np.argpartition(dist, k - 1, axis=2)[:, :, :k]
+
+
+def _overlap(reference: np.ndarray, embedded: np.ndarray, k: int) -> np.ndarray:
+    """Fraction of each point's k nearest neighbours in ``embedded`` that are among its k nearest
+    in ``reference``.
+
+    Parameters
+    ----------
+    reference : ndarray, shape (n_batch, n_points, d_ref)
+    embedded : ndarray, shape (n_batch, n_points, d_emb)
+
+    Returns
+    -------
+    ndarray, shape (n_batch, n_points)
+    """
+    ref_nn = _knn_indices(batched_distances(reference), k)
+    emb_nn = _knn_indices(batched_distances(embedded), k)
+    n_batch, n_points, _ = ref_nn.shape
+    is_ref_neighbour = np.zeros((n_batch, n_points, n_points), dtype=bool)
+    np.put_along_axis(is_ref_neighbour, ref_nn, True, axis=2)
+    return np.take_along_axis(is_ref_neighbour, emb_nn, axis=2).mean(axis=2)
+
+
+def _batched(fn, reference, embedded, k, max_bytes=2**27):
+    n_batch, n_points = reference.shape[:2]
+    step = max(1, max_bytes // (8 * n_points * n_points))
+    return np.concatenate(
+        [fn(reference[i : i + step], embedded[i : i + step], k) for i in range(0, n_batch, step)]
+    )
+
+
+def neighbor_preservation(embedding, trace, k: int = 10, space: str = "normalized") -> dict:
+    """Intraslice and interslice neighbourhood preservation (the paper's Table 1).
+
+    intraslice: for every slice and unit, the fraction of the unit's k nearest neighbours among
+    that slice's units in the embedding that are also among its k nearest in that slice's
+    activation space; averaged over all (slice, unit).
+    interslice: for every unit and slice, the same among the unit's own points over time.
+
+    Parameters
+    ----------
+    embedding : array-like, shape (n_slices * n_units, n_components), slice-major
+    trace : array-like, shape (n_slices, n_units, n_trace), or a :class:`mphate.Trace`
+    k : int
+        Needs k < n_units (intraslice) and k < n_slices (interslice).
+    space : {"normalized", "raw"}
+        Reference space: the z-scored trace (what M-PHATE embeds) or the raw activations.
+
+    Returns
+    -------
+    dict with float values "intraslice" and "interslice", each in [0, 1]
+    """
+    data = getattr(trace, "data", trace)
+    data = check_trace_array(data)
+    n_slices, n_units, _ = data.shape
+    embedding = np.asarray(embedding, dtype=np.float64)
+    if embedding.ndim != 2 or embedding.shape[0] != n_slices * n_units:
+        raise ValueError(
+            f"embedding must have shape ({n_slices * n_units}, n_components) for a trace of "
+            f"{n_slices} slices x {n_units} units; got {embedding.shape}"
+        )
+    if not np.isfinite(embedding).all():
+        raise ValueError("embedding contains NaN or inf")
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer; got {k!r}")
+    if k >= n_units or k >= n_slices:
+        raise ValueError(
+            f"k={k} needs more than k units and slices; the trace has {n_units} units and "
+            f"{n_slices} slices"
+        )
+    if space == "normalized":
+        reference = zscore_units(data)
+    elif space == "raw":
+        reference = data.astype(np.float32)
+    else:
+        raise ValueError(f"space must be 'normalized' or 'raw'; got {space!r}")
+    emb = embedding.reshape(n_slices, n_units, -1).astype(np.float32)
+    intra = _batched(_overlap, reference, emb, k)
+    inter = _batched(
+        _overlap,
+        np.ascontiguousarray(reference.transpose(1, 0, 2)),
+        np.ascontiguousarray(emb.transpose(1, 0, 2)),
+        k,
+    )
+    return {"intraslice": float(intra.mean()), "interslice": float(inter.mean())}
+
+
+def visualization_variance(embedding, n_slices: int) -> float:
+    """Sum over slices of the total variance (trace of the covariance) of that slice's points.
+
+    Parameters
+    ----------
+    embedding : array-like, shape (n_slices * n_units, n_components), slice-major
+    """
+    embedding = np.asarray(embedding, dtype=np.float64)
+    if embedding.ndim != 2 or embedding.shape[0] % n_slices:
+        raise ValueError(
+            f"embedding of shape {embedding.shape} cannot be split into {n_slices} slices"
+        )
+    per_slice = embedding.reshape(n_slices, -1, embedding.shape[1])
+    # ddof=1 matches numpy.cov, the sample covariance
+    return float(per_slice.var(axis=1, ddof=1).sum())
