@@ -1,0 +1,131 @@
+"""``mphate embed PATH``: compute an M-PHATE embedding of a trace and save it as ``.npz``.
+
+Also the shared plumbing of ``plot`` and ``report``: the embedding options, reading the
+trace, and turning warnings into one-line messages.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "embed",
+        help="compute the M-PHATE embedding of a trace and save it (.npz)",
+        description="Embed every hidden unit at every slice of a trace (store directory, .npz, "
+        ".npy or reference .mat) and write the coordinates to an .npz that `mphate plot` and "
+        "`mphate report` accept with --embedding.",
+    )
+    parser.add_argument("path", help="trace store directory, or a .npz/.npy/.mat trace file")
+    parser.add_argument("-o", "--output", metavar="FILE",
+                        help="where to write the embedding (default: ./<trace name>_embedding.npz)")
+    add_embedding_arguments(parser, n_components_default=2)
+    parser.set_defaults(func=run)
+
+
+def add_embedding_arguments(parser, *, n_components_default) -> None:
+    """The MPHATE parameters as options (defaults: the estimator's, i.e. the paper's)."""
+    group = parser.add_argument_group("embedding parameters (used when the embedding is computed)")
+    group.add_argument("--n-components", type=int, choices=(2, 3), default=n_components_default,
+                       help="dimensions of the embedding (default: %(default)s)" if n_components_default
+                       else "dimensions of the embedding (default: 2, or 3 for a 3-D view)")
+    group.add_argument("--t", type=_t_value, default=None, metavar="T",
+                       help="diffusion time: a positive integer or 'auto' (default: auto)")
+    group.add_argument("--gamma", type=float, default=None,
+                       help="potential: 0 square root (M-PHATE default), 1 log (PHATE)")
+    group.add_argument("--intraslice-knn", type=int, default=None, metavar="K",
+                       help="neighbours for the within-slice kernel bandwidth (default: 2)")
+    group.add_argument("--interslice-knn", type=int, default=None, metavar="K",
+                       help="neighbours for the across-slice kernel bandwidth (default: 25)")
+    group.add_argument("--decay", type=float, default=None, help="alpha of the within-slice kernel (default: 5)")
+    # SUPPRESS: absent unless given, since "none" (no landmarks) is itself a value
+    group.add_argument("--n-landmark", type=_landmark_value, default=argparse.SUPPRESS, metavar="N",
+                       help="landmarks to compress the diffusion to, or 'none' (default: 4000)")
+    group.add_argument("--random-state", type=int, default=0, metavar="SEED",
+                       help="seed, so reruns give the same picture (default: %(default)s)")
+    group.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+
+
+def _t_value(text: str):
+    if text == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a positive integer, not {text!r}")
+    return value
+
+
+def _landmark_value(text: str):
+    if text.lower() in ("none", "0"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer or 'none', not {text!r}") from None
+
+
+_PARAMS = ("t", "gamma", "intraslice_knn", "interslice_knn", "decay")
+
+
+def estimator_from_args(args, n_components: int):
+    """An MPHATE configured from the command-line options that were given."""
+    from mphate.estimator import MPHATE
+
+    params = {name: getattr(args, name) for name in _PARAMS if getattr(args, name, None) is not None}
+    if hasattr(args, "n_landmark"):
+        params["n_landmark"] = args.n_landmark
+    return MPHATE(n_components=n_components, random_state=args.random_state,
+                  verbose=0 if args.quiet else 1, **params)
+
+
+def read_trace(path):
+    """The trace at ``path``; FileNotFoundError naming it when nothing is there."""
+    from mphate.io import as_trace
+
+    if not Path(path).exists():
+        raise FileNotFoundError(f"no trace at {path}: the path does not exist")
+    return as_trace(Path(path))
+
+
+def default_name(path, suffix: str) -> Path:
+    """``./<trace name><suffix>``: beside the user, not inside a possibly read-only store."""
+    stem = Path(path).resolve().name
+    for ext in (".npz", ".npy", ".mat"):
+        if stem.endswith(ext):
+            stem = stem[: -len(ext)]
+    return Path(stem + suffix)
+
+
+@contextmanager
+def warnings_as_messages(command: str):
+    """Show library warnings (e.g. a colouring left out) as one line each, not with source lines."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        try:
+            yield
+        finally:
+            for w in caught:
+                print(f"mphate {command}: warning: {w.message}", file=sys.stderr)
+
+
+def run(args) -> int:
+    from mphate.embedding_file import save_embedding
+    from mphate.plot._output import ensure_parent_writable
+
+    trace = read_trace(args.path)
+    output = Path(args.output) if args.output else default_name(args.path, "_embedding.npz")
+    ensure_parent_writable(output)  # fail before a long computation, not after
+    est = estimator_from_args(args, args.n_components)
+    embedding = est.fit_transform(trace)
+    params = {k: v for k, v in est.get_params().items() if k != "verbose"}
+    save_embedding(output, embedding, trace, params=params)
+    if not args.quiet:
+        print(f"wrote {output} ({embedding.shape[0]} points x {embedding.shape[1]} components)")
+    return 0
