@@ -5,6 +5,7 @@ estimator accepts (Trace, store, recorder, array, path) into one.
 """
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +83,7 @@ def load_trace(path, *, strict=True) -> Trace:
 def _load_npy(path: Path) -> Trace:
     try:
         data = np.load(path, allow_pickle=False)
-    except ValueError as exc:
+    except (ValueError, OSError, EOFError) as exc:
         raise ValueError(f"cannot read {path} as a .npy array: {exc}") from None
     if data.ndim != 3:
         raise ValueError(f"{path} holds an array of shape {data.shape}; a trace is (n_slices, n_units, n_trace)")
@@ -93,7 +94,7 @@ def _load_npz(path: Path) -> Trace:
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
-    except ValueError as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"cannot read {path} as an .npz archive: {exc}") from None
     if "data" in arrays:
         scalars = {k[len(_SCALAR_PREFIX):]: v for k, v in arrays.items() if k.startswith(_SCALAR_PREFIX)}

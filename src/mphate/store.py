@@ -396,6 +396,7 @@ class TraceStore(_SliceLog):
         self._init_log()
         if _mode == "a":
             self._acquire_lock()
+            self._remove_stale_temp_files()
         try:
             self._scan()
             if self.problem is not None and strict:
@@ -522,6 +523,11 @@ class TraceStore(_SliceLog):
                 f"the trace store at {self.path} is already open for appending by another process"
             ) from None
         self._lock_fd = fd  # the OS drops the lock if we are killed
+
+    def _remove_stale_temp_files(self):
+        # temp files of a writer killed before its rename; only the lock holder may do this
+        for stale in (self.path / SLICE_DIR).glob(".*.tmp-*"):
+            stale.unlink(missing_ok=True)
 
     def close(self) -> None:
         """Release the append lock and file handles (reading stays possible)."""

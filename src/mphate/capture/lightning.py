@@ -41,7 +41,7 @@ def _lightning_callback_base():
             continue
     raise ImportError(
         "the Lightning trace callback needs 'lightning' or 'pytorch_lightning', neither is "
-        'installed: pip install "mphate[torch]" pytorch-lightning'
+        'installed: pip install "mphate[lightning]"'
     )
 
 
@@ -121,7 +121,8 @@ def _build_callback_class():
                 self.recorder = TorchRecorder(pl_module, self.inputs, self.path, **options)
                 store = self.recorder.store
                 last = self.recorder.recorder.last_step
-                if store is not None and last is not None and last > trainer.global_step:
+                resumed = self._restored_run_id is not None
+                if resumed and store is not None and last is not None and last > trainer.global_step:
                     if hasattr(store, "truncate_after_step"):
                         warnings.warn(
                             f"dropping trace slices recorded after step {trainer.global_step}, "
@@ -142,11 +143,10 @@ def _build_callback_class():
             recorder.record(step=step, epoch=epoch, **_metric_scalars(trainer.callback_metrics))
 
         # --- Lightning hooks --------------------------------------------------------------
-        def on_fit_start(self, trainer, pl_module):
+        def on_train_start(self, trainer, pl_module):
+            # not on_fit_start: a checkpoint's global_step is only restored by now
             if trainer.is_global_zero:
                 self._ensure_recorder(trainer, pl_module)
-
-        def on_train_start(self, trainer, pl_module):
             if self.record_on_train_start:
                 self._record(trainer, pl_module, epoch=float(trainer.current_epoch))
 
