@@ -116,6 +116,15 @@ def test_webgl_report(browser, reports):
         assert legend == ["dense_1", "dense_2", "dense_3"]
         assert page.locator("#embedding .colorbar").count() == 0
         assert points_shown(page) == N_POINTS
+        # a legend click hides that layer everywhere, the current slice included
+        page.locator("#embedding .legendtoggle").nth(1).click()
+        idle(page)
+        assert trace_length(page, "current") == N_UNITS - LAYERS[1]
+        assert page.evaluate("() => document.getElementById('embedding')._fullData"
+                             ".find(t => t.uid === 'points-1').visible") == "legendonly"
+        page.locator("#embedding .legendtoggle").nth(1).click()
+        idle(page)
+        assert trace_length(page, "current") == N_UNITS
         page.select_option("#color-by", "class")
         idle(page)
         assert page.locator("#embedding .legendtext").all_text_contents() == [str(c) for c in range(10)]

@@ -240,7 +240,8 @@ def scatter(
             plotnonfinite=True, **kws,
         )
         if colorbar:
-            cb = fig.colorbar(mappable, ax=ax, shrink=0.8, pad=0.02, aspect=30)
+            # a 3-D axes draws its z label outside the axes box: leave it room
+            cb = fig.colorbar(mappable, ax=ax, shrink=0.8, pad=0.1 if n_dims == 3 else 0.02, aspect=30)
             cb.set_label(col.label)
             cb.outline.set_visible(False)
             cb.solids.set_alpha(1.0)  # the bar shows the map, not the points' transparency

@@ -63,7 +63,9 @@
 
   // ---- state & controls ------------------------------------------------------------------
   var el = function (id) { return document.getElementById(id); };
-  var state = { color: D.colorings[0].name, view: 0, k: S - 1, trajectories: true, playing: false };
+  // hidden: colour bins (categories) switched off in the legend; currentIndex: points of "current"
+  var state = { color: D.colorings[0].name, view: 0, k: S - 1, trajectories: true, playing: false,
+                hidden: {}, currentIndex: [] };
 
   var layerText = D.layer_names ? ", " + D.layer_names.length + " layer" + (D.layer_names.length > 1 ? "s" : "") : "";
   el("summary").textContent = N.toLocaleString() + " points: " + S + " slices \u00d7 " + U +
@@ -156,12 +158,13 @@
   var TRAIL_VERTICES = 30000;
   function trailLength() { return Math.max(2, Math.floor(TRAIL_VERTICES / U)); }
 
-  function trajectories(v, type, k) {
-    // each unit's path over its last trailLength() slices up to k, units separated by NaN gaps
+  function trajectories(v, type, k, units) {
+    // each listed unit's path over its last trailLength() slices up to k, separated by NaN gaps
     var first = Math.max(0, k + 1 - trailLength()), m = k - first + 1;
-    var len = U * (m + 1), cols = [], d, u, s, i;
+    var len = units.length * (m + 1), cols = [], d, u, j, s, i;
     for (d = 0; d < v.dims; d++) cols.push(new Float32Array(len));
-    for (u = 0, i = 0; u < U; u++) {
+    for (j = 0, i = 0; j < units.length; j++) {
+      u = units[j];
       for (s = first; s <= k; s++, i++) for (d = 0; d < v.dims; d++) cols[d][i] = v.coords[d][s * U + u];
       for (d = 0; d < v.dims; d++) cols[d][i] = NaN;
       i++;
@@ -177,25 +180,31 @@
     var v = views[state.view], c = colorings[state.color], k = state.k;
     var type = v.dims === 3 ? "scatter3d" : (D.webgl ? "scattergl" : "scatter");
     var bins = binData(c, v), traces = [], sz = v.dims === 3 ? size * 0.6 : size;
-    var categorical = c.kind === "categorical";
-    if (state.trajectories && k > 0) traces.push(trajectories(v, type, k));
+    var categorical = c.kind === "categorical", hidden = state.hidden;
+    // the current slice without the categories hidden from the legend
+    var lo = k * U, current = [], i;
+    for (i = lo; i < lo + U; i++) if (!hidden[bins.code[i]]) current.push(i);
+    state.currentIndex = current;
+    if (state.trajectories && k > 0) {
+      traces.push(trajectories(v, type, k, current.map(function (i) { return i - lo; })));
+    }
     bins.colors.forEach(function (color, b) {
       var n = bins.counts[b][k + 1];
       traces.push(Object.assign({
         type: type, mode: "markers", uid: "points-" + b, name: bins.names[b],
-        legendgroup: "bin-" + b, showlegend: categorical && bins.members[b].length > 0,
+        showlegend: categorical && bins.members[b].length > 0, visible: hidden[b] ? "legendonly" : true,
         hoverinfo: "none",  // the tooltip is ours (see showTooltip): no per-point text arrays
         marker: { color: color, size: sz, opacity: k === S - 1 ? pastOpacity : pastOpacity * 0.6 }
       }, coordsOf(bins.coords[b], v.dims, n)));
     });
     // the current slice, larger and opaque, drawn last so it sits on top
-    var lo = k * U, hi = (k + 1) * U, colors = new Array(U);
-    for (var i = lo; i < hi; i++) colors[i - lo] = bins.colors[bins.code[i]];
-    traces.push(Object.assign({
-      type: type, mode: "markers", uid: "current", name: "current slice", showlegend: false,
-      hoverinfo: "none",
-      marker: { color: colors, size: sz * 1.6, opacity: 1 }
-    }, coordsOf(v.coords, v.dims, hi, lo)));
+    var now = { type: type, mode: "markers", uid: "current", name: "current slice", showlegend: false,
+                hoverinfo: "none", marker: { color: current.map(function (i) { return bins.colors[bins.code[i]]; }),
+                size: sz * 1.6, opacity: 1 } };
+    ["x", "y", "z"].slice(0, v.dims).forEach(function (axisName, d) {
+      now[axisName] = Float32Array.from(current, function (i) { return v.coords[d][i]; });
+    });
+    traces.push(now);
     if (!categorical) {
       // no data, only the colour-bar of the continuous map
       var bar = { type: type, mode: "markers", uid: "colorbar", showlegend: false, hoverinfo: "skip",
@@ -217,7 +226,7 @@
 
   function pointIndex(p) {
     var uid = String(p.data.uid);
-    if (uid === "current") return state.k * U + p.pointNumber;
+    if (uid === "current") return state.currentIndex[p.pointNumber];
     if (uid.indexOf("points-") === 0) {
       var bins = binData(colorings[state.color], views[state.view]);
       return bins.members[+uid.slice(7)][p.pointNumber];
@@ -247,7 +256,7 @@
     var v = views[state.view], c = colorings[state.color];
     var layout = {
       uirevision: "view-" + state.view, hovermode: "closest", dragmode: v.dims === 3 ? "orbit" : "pan",
-      margin: { l: 40, r: 10, t: 10, b: 40 }, paper_bgcolor: "white", plot_bgcolor: "white",
+      margin: { l: 40, r: 10, t: 34, b: 40 }, paper_bgcolor: "white", plot_bgcolor: "white",  // t: room for the modebar
       showlegend: c.kind === "categorical",
       legend: { title: { text: c.label }, itemsizing: "constant" },
       font: { family: "system-ui, sans-serif", size: 13 }
@@ -346,7 +355,7 @@
     return new Promise(function (resolve) { if (!rendering && !pending) resolve(); else waiters.push(resolve); });
   }
 
-  el("color-by").addEventListener("change", function (e) { state.color = e.target.value; render(); });
+  el("color-by").addEventListener("change", function (e) { state.color = e.target.value; state.hidden = {}; render(); });
   el("view").addEventListener("change", function (e) { state.view = +e.target.value; render(); });
   el("trajectories").addEventListener("change", function (e) { state.trajectories = e.target.checked; render(); });
   slider.addEventListener("input", function () { setPlaying(false); setSlice(+slider.value); });
@@ -365,13 +374,24 @@
         return n + (String(t.uid).indexOf("points-") === 0 ? t.x.length : 0);
       }, 0);
     },
-    setColor: function (name) { el("color-by").value = name; state.color = name; render(); },
+    setColor: function (name) { el("color-by").value = name; state.color = name; state.hidden = {}; render(); },
     renders: function () { return renders; }
   };
 
   if (trailLength() < S) el("trail-label").textContent = " (last " + trailLength() + " slices)";
   render();
   whenIdle().then(function () {
+    // a legend click hides a category everywhere (past points, current slice, trajectories)
+    el("embedding").on("plotly_legendclick", function (ev) {
+      var uid = String(ev.data[ev.curveNumber].uid);
+      if (uid.indexOf("points-") === 0) {
+        var b = +uid.slice(7);
+        if (state.hidden[b]) delete state.hidden[b]; else state.hidden[b] = true;
+        render();
+      }
+      return false;
+    });
+    el("embedding").on("plotly_legenddoubleclick", function () { return false; });
     el("embedding").on("plotly_hover", showTooltip);
     el("embedding").on("plotly_unhover", function () { tooltip.hidden = true; });
   });
