@@ -27,15 +27,15 @@ LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory):
     trace = synthetic_trace(n_slices=N_SLICES, layer_sizes=LAYERS, n_classes=10, per_class=3)
+    # the SVG page also shows a bare trace: no layers, no class labels, no loss logged
+    bare = synthetic_trace(n_slices=N_SLICES, layer_sizes=LAYERS, layers=False, labels=False)
+    bare.scalars = {}
     folder = tmp_path_factory.mktemp("report")
-    paths = {}
+    paths = {"webgl": folder / "webgl.html", "svg": folder / "svg.html"}
     # WebGL is what large real runs get; SVG (small runs) lets the test count drawn markers
-    for name, webgl in (("webgl", True), ("svg", False)):
-        paths[name] = folder / f"{name}.html"
-        paths[name].write_text(report_html(
-            fake_embedding(trace), trace, title="browser test", webgl=webgl,
-            embedding_3d=fake_embedding(trace, 3) if webgl else None,
-        ), encoding="utf-8")
+    paths["webgl"].write_text(report_html(fake_embedding(trace), trace, title="browser test", webgl=True,
+                                          embedding_3d=fake_embedding(trace, 3)), encoding="utf-8")
+    paths["svg"].write_text(report_html(fake_embedding(bare), bare, title="bare", webgl=False), encoding="utf-8")
     return trace, paths
 
 
@@ -175,10 +175,14 @@ def test_webgl_report(browser, reports):
         page.context.close()
 
 
-def test_svg_report_draws_every_marker(browser, reports):
+def test_svg_report_of_a_bare_trace_draws_every_marker(browser, reports):
     _, paths = reports
     page, blocked, errors = open_offline(browser, paths["svg"])
     try:
+        options = page.locator("#color-by option").all_text_contents()
+        assert options == ["epoch"]  # no layer, class or loss colouring to offer
+        assert "No loss was logged" in page.text_content("#loss-curves")
+        assert page.is_hidden("#view-control")
         markers = "() => document.querySelectorAll('#embedding .scatterlayer path.point').length"
         # every point of every slice, plus the current (last) slice drawn again on top
         assert page.evaluate(markers) == N_POINTS + N_UNITS
