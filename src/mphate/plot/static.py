@@ -99,9 +99,9 @@ def style_axes(ax, n_dims: int = 2) -> None:
     if n_dims == 3:
         ax.set_zlabel("M-PHATE 3")
         ax.set_zticks([])
-        for axis in (ax.xaxis, ax.yaxis, ax.zaxis):
+        for axis, pad in ((ax.xaxis, -8), (ax.yaxis, -8), (ax.zaxis, -3)):
             axis.set_pane_color((1.0, 1.0, 1.0, 0.0))
-            axis.labelpad = -8
+            axis.labelpad = pad  # no tick labels to clear, so pull the names in
     else:
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
