@@ -321,3 +321,15 @@ def test_sigkill_mid_training_keeps_completed_slices_and_resume_appends(tmp_path
     assert after.n_slices == n + 1
     np.testing.assert_array_equal(after.data[:n], trace.data)
     np.testing.assert_array_equal(after.steps, np.arange(1, n + 2))
+
+
+def test_plain_recorder_takes_tensors_of_any_precision_and_tensor_scalars():
+    from mphate.capture import Recorder
+
+    rec = Recorder()
+    half = torch.tensor([[1.5, -2.0], [0.25, 4.0], [3.0, 0.5]], dtype=torch.bfloat16, requires_grad=True)
+    rec.record(0, {"a": half * 1}, loss=torch.tensor(0.25), epoch=torch.tensor(1.0))
+    trace = rec.to_trace()
+    assert trace.data.dtype == np.float32
+    np.testing.assert_array_equal(trace.data[0], half.detach().float().numpy().T)
+    assert trace.scalars["loss"][0] == 0.25 and trace.epochs[0] == 1.0

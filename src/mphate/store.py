@@ -125,8 +125,11 @@ def _clean_scalars(scalars) -> dict[str, float]:
         if not isinstance(name, str) or not name:
             raise ValueError(f"scalar names must be non-empty strings, got {name!r}")
         try:
-            number = float(np.asarray(value, dtype=float).reshape(()))
-        except (TypeError, ValueError):
+            if isinstance(value, (str, bytes)):
+                raise TypeError  # "0.5" is a typo to report, not a number to parse
+            # float() takes Python and numpy numbers and 0-d tensors of any framework/device
+            number = float(value) if not isinstance(value, np.ndarray) else float(value.reshape(()))
+        except (TypeError, ValueError, RuntimeError):
             raise ValueError(
                 f"scalar {name!r} must be a single number, got {type(value).__name__} {value!r}"
             ) from None

@@ -18,6 +18,8 @@ def to_numpy(value) -> np.ndarray:
     """A framework tensor (torch, TensorFlow, JAX) or array-like as a numpy array on the CPU."""
     if hasattr(value, "detach"):  # torch
         value = value.detach().cpu()
+        if value.is_floating_point() and str(value.dtype) != "torch.float64":
+            value = value.float()  # numpy has no bfloat16; half precision gains nothing here
     if hasattr(value, "numpy") and not isinstance(value, np.ndarray):
         value = value.numpy()
     return np.asarray(value)
