@@ -84,13 +84,16 @@ def test_fit_records_pre_activations_and_logs_per_epoch(tmp_path, digits):
 
 
 def test_every_n_batches_and_post_activation_option(digits):
-    X, y, _, _, X_trace, _ = digits
+    X, y, X_val, y_val, X_trace, _ = digits
     model = make_mlp()
-    callback = KerasTraceCallback(X_trace, layers=["fc1"], every_n_batches=5, every_n_epochs=None, pre_activation=False)
-    model.fit(X[:640], y[:640], epochs=2, batch_size=64, verbose=0, callbacks=[callback])  # 10 batches/epoch
+    callback = KerasTraceCallback(X_trace, layers=["fc1"], every_n_batches=5, pre_activation=False)
+    model.fit(X[:640], y[:640], epochs=2, batch_size=64, verbose=0, callbacks=[callback],  # 10 batches/epoch
+              validation_data=(X_val, y_val))
     trace = callback.to_trace()
+    # the epoch end falls on a per-batch slice: no duplicate, its logs join that slice
     np.testing.assert_array_equal(trace.steps, [5, 10, 15, 20])
     np.testing.assert_allclose(trace.epochs, [0.5, 1.0, 1.5, 2.0])
+    np.testing.assert_array_equal(np.isfinite(trace.scalars["val_loss"]), [False, True, False, True])
     w, b = model.get_layer("fc1").get_weights()
     np.testing.assert_allclose(trace.data[-1], np.maximum(X_trace @ w + b, 0).T, rtol=1e-4, atol=1e-5)
 
