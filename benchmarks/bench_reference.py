@@ -52,6 +52,7 @@ PAPER = dict(n_components=2, intraslice_knn=2, interslice_knn=25, decay=5, t="au
 KS = (10, 40)
 SPACES = ("normalized", "raw")
 SCALING_SIZES = [(100, 512), (300, 384), (300, 1024), (1000, 1024), (1000, 2048)]
+MPHATE_SRC = None  # --src: measure mphate from another checkout's src/ (e.g. a clean worktree)
 GOAL_SPEEDUP, GOAL_MEM = 30.0, 0.25
 GOAL_SCALING_S, GOAL_SCALING_MB = 180.0, 8000.0
 
@@ -118,6 +119,8 @@ def run_method(method: str, trace_path: str, tag: str, seed: int, timeout: float
     if os.path.exists(emb_path):
         os.remove(emb_path)
     env = dict(os.environ, PYTHONWARNINGS="ignore")
+    if method == "mphate" and MPHATE_SRC:
+        env["PYTHONPATH"] = MPHATE_SRC  # ahead of the editable install in .venv
     load1 = os.getloadavg()[0]
     print(f"  {method}: running ({rel(trace_path)}, timeout {timeout:.0f} s) ...", flush=True)
     m = run_measured(cmd, log_path, timeout=timeout, env=env, mem_cap_mb=mem_cap_mb)
@@ -196,10 +199,11 @@ def versions() -> dict:
                        "'threadpoolctl')) + ', python ' + sys.version.split()[0])"],
         capture_output=True, text=True)
     v["our env"] = out.stdout.strip()
+    repo = os.path.dirname(MPHATE_SRC) if MPHATE_SRC else ROOT
     try:
-        commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+        commit = subprocess.run(["git", "-C", repo, "rev-parse", "--short", "HEAD"],
                                 capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "src"],
+        dirty = subprocess.run(["git", "-C", repo, "status", "--porcelain", "--", "src"],
                                capture_output=True, text=True).stdout.strip()
         v["mphate commit"] = commit + (" (+ uncommitted changes in src/)" if dirty else "")
     except OSError:
@@ -338,7 +342,7 @@ def bench_scaling(args) -> tuple[list[str], list]:
         ref = None
         if not args.skip_reference_scaling:
             ref = (cached(f"scaling_{S}x{U}_reference", path, ov)
-                   if args.skip_reference else None)
+                   if not args.rerun_scaling_reference else None)
             if ref is None:
                 ref = run_method("reference", path, f"scaling_{S}x{U}_reference", args.seed,
                                  args.ref_timeout, args.mem_cap_gb * 1024, ov)
@@ -378,6 +382,9 @@ def main(argv=None):
     ap.add_argument("--scaling-only", action="store_true", help="only the scaling table")
     ap.add_argument("--skip-reference-scaling", action="store_true",
                     help="in the scaling table, run mphate only")
+    ap.add_argument("--rerun-scaling-reference", action="store_true",
+                    help="rerun the reference in the scaling table even where a cached result "
+                         "for the same trace exists (it takes about an hour)")
     ap.add_argument("--quick", action="store_true", help="small smoke run; writes no docs")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ref-timeout", type=float, default=1200.0,
@@ -386,7 +393,13 @@ def main(argv=None):
                     help="stop a run whose process tree exceeds this RSS (default 10 GB, so the "
                          "shared 24 GB machine is never exhausted)")
     ap.add_argument("--doc", default=DOC)
+    ap.add_argument("--src", default=None,
+                    help="import mphate from this src/ folder instead of the working tree "
+                         "(e.g. a `git worktree` of a commit, to measure committed code only)")
     args = ap.parse_args(argv)
+    global MPHATE_SRC
+    if args.src:
+        MPHATE_SRC = os.path.abspath(args.src)
     if not os.path.exists(REF_PY) and not (args.skip_reference and args.scaling_only):
         sys.exit("no reference environment: run `bash benchmarks/reference_env.sh` first")
     command = ".venv/bin/python benchmarks/bench_reference.py" + "".join(
@@ -424,7 +437,9 @@ def make_report(args, command, started, total_s, real_lines, real, scal_lines) -
          f"- date: {started.isoformat(timespec='minutes')} (whole run {total_s / 60:.1f} min)",
          f"- machine: {machine()}; no GPU",
          f"- reference environment (.bench-venv, PyPI m-phate, public API only): {v['reference env']}",
-         f"- our environment (.venv): {v['our env']}; mphate at {v.get('mphate commit', '?')}",
+         f"- our environment (.venv): {v['our env']}; mphate at {v.get('mphate commit', '?')}"
+         + (" (imported from a clean `git worktree add --detach DIR COMMIT` checkout, via --src)"
+            if MPHATE_SRC else ""),
          "- parameters for both" + (" (the paper's M-PHATE defaults)" if not args.quick else
                                       " (the paper's defaults but fewer landmarks: smoke run)")
          + ": " + ", ".join(f"{k}={v_!r}" for k, v_ in
@@ -469,10 +484,14 @@ def make_report(args, command, started, total_s, real_lines, real, scal_lines) -
               "start alike and split into 2, 4, 8, 16 lineages over training while drifting "
               "along smooth random processes. mphate's goal at 1,000 x 2,048: under "
               f"{GOAL_SCALING_S / 60:.0f} minutes and under {GOAL_SCALING_MB / 1000:.0f} GB on "
-              f"this {os.cpu_count()}-core machine. The reference is stopped after "
-              f"{args.ref_timeout / 60:.0f} minutes or when its process tree passes "
-              f"{args.mem_cap_gb:.0f} GB. Times are load + fit_transform; memory is the process's "
-              "peak RSS (for a stopped run, the polled process-tree RSS when it was stopped).", ""]
+              f"this {os.cpu_count()}-core machine. Every run (either implementation) is "
+              f"stopped after {args.ref_timeout / 60:.0f} minutes or when its process tree passes "
+              f"{args.mem_cap_gb:.0f} GB (the machine has 24 GiB shared with other work). Times "
+              "are load + fit_transform; memory is the process's peak RSS (for a stopped run, "
+              "the polled process-tree RSS when it was stopped). The reference's rows are reused "
+              "from an earlier run of this script on the same traces where marked cached "
+              "(`--rerun-scaling-reference` measures them again, about an hour); the real-trace "
+              "comparison above is always measured in the same run.", ""]
         L += scal_lines
         L.append("")
     return "\n".join(L) + "\n"
