@@ -192,3 +192,51 @@ def test_svg_report_of_a_bare_trace_draws_every_marker(browser, reports):
         assert errors == [] and blocked == []
     finally:
         page.context.close()
+
+
+def test_demo_report(browser, demo_report):
+    """The report `mphate demo` writes (tiny size): real training, real embedding, offline page."""
+    from conftest import DEMO, DEMO_POINTS, DEMO_UNITS
+
+    page, blocked, errors = open_offline(browser, demo_report["html"])
+    try:
+        assert points_shown(page) == DEMO_POINTS
+        assert f"{DEMO_POINTS:,} points" in page.text_content("#summary")
+        markers = "() => document.querySelectorAll('#embedding .scatterlayer path.point').length"
+        assert page.evaluate(markers) == DEMO_POINTS + DEMO_UNITS  # SVG: every marker, current slice on top
+        values = page.eval_on_selector_all("#color-by option", "els => els.map(e => e.value)")
+        assert values[:3] == ["epoch", "layer", "class"]
+        assert {"loss", "val_loss", "val_accuracy"} <= set(values)
+        assert page.locator("#loss-curves .scatterlayer .trace").count() == 3  # loss, val loss, marker
+
+        # colouring switch
+        page.select_option("#color-by", "layer")
+        idle(page)
+        assert page.locator("#embedding .legendtext").all_text_contents() == ["dense_1", "dense_2", "dense_3"]
+        assert point_colors(page) == set(TAB10[:3])
+        page.select_option("#color-by", "class")
+        idle(page)
+        assert page.locator("#embedding .legendtext").all_text_contents() == [str(c) for c in range(10)]
+        assert points_shown(page) == DEMO_POINTS
+
+        # time slider
+        page.focus("#time-slider")
+        page.keyboard.press("Home")
+        idle(page)
+        assert points_shown(page) == DEMO_UNITS
+        page.keyboard.press("ArrowRight")
+        page.keyboard.press("ArrowRight")
+        idle(page)
+        assert points_shown(page) == 3 * DEMO_UNITS
+        assert f"slice 3 of {DEMO['epochs']}" in page.text_content("#time-label")
+        assert page.evaluate(markers) == 3 * DEMO_UNITS + DEMO_UNITS
+
+        # the demo computes a 3-D embedding too
+        assert page.is_visible("#view-control")
+        page.select_option("#view", "1")
+        idle(page)
+        assert "scatter3d" in page.evaluate("() => document.getElementById('embedding')._fullData.map(t => t.type)")
+        assert points_shown(page) == 3 * DEMO_UNITS
+        assert errors == [] and blocked == []
+    finally:
+        page.context.close()
