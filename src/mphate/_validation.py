@@ -5,7 +5,7 @@ import numpy as np
 
 
 def check_trace_array(data, *, name: str = "trace") -> np.ndarray:
-    """Validate an activation tensor and return it as float64 of shape (n_slices, n_units, n_trace).
+    """Validate an activation tensor; return it as float32/float64, shape (n_slices, n_units, n_trace).
 
     Accepts any real numeric dtype (ints, bools, float16 ... float128); rejects wrong
     dimensionality, empty axes, complex or object data, and NaN/inf (naming where they are).
@@ -28,8 +28,11 @@ def check_trace_array(data, *, name: str = "trace") -> np.ndarray:
         )
     if min(arr.shape) == 0:
         raise ValueError(f"{name} has an empty axis: shape {arr.shape} (n_slices, n_units, n_trace)")
-    if arr.dtype != np.float64:
-        arr = arr.astype(np.float64)
+    if arr.dtype not in (np.float32, np.float64):
+        # ints, bools, float16 and extended floats: float64 holds them all (float128 values
+        # beyond float64's range become inf and are reported below)
+        with np.errstate(over="ignore"):
+            arr = arr.astype(np.float64)
     finite = np.isfinite(arr)
     if not finite.all():
         bad = np.argwhere(~finite.all(axis=2))

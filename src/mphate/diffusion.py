@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.linalg
+import scipy.special
 
 
 class SpectralDecomposition:
@@ -55,14 +56,13 @@ def von_neumann_entropy(eigenvalues: np.ndarray, t_max: int = 100) -> np.ndarray
     ndarray, shape (t_max,)
     """
     lam = np.asarray(eigenvalues, dtype=np.float64)
-    lam = lam[lam > 0]
+    log_lam = np.log(lam[lam > 0])
     entropy = np.empty(t_max)
-    with np.errstate(under="ignore", divide="ignore", invalid="ignore"):
-        for t in range(1, t_max + 1):
-            p = lam**t
-            p = p[p > 0]
-            p /= p.sum()
-            entropy[t - 1] = -np.sum(p * np.log(p))
+    for t in range(1, t_max + 1):
+        # in log space: lam**t underflows long before its share of the entropy vanishes
+        log_p = t * log_lam
+        log_p -= scipy.special.logsumexp(log_p)
+        entropy[t - 1] = -np.sum(np.exp(log_p) * log_p)
     return entropy
 
 

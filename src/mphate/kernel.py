@@ -17,7 +17,7 @@ import scipy.sparse as sp
 KERNEL_THRESHOLD = 1e-4
 
 # working-set size for batched distance blocks
-_CHUNK_BYTES = 2**27
+_CHUNK_BYTES = 2**25
 # keep interslice blocks in memory up to this size; beyond, recompute them per use
 _MAX_STORED_BLOCK_BYTES = 2 * 2**30
 
@@ -117,8 +117,14 @@ def intraslice_kernel(
     # np.nonzero yields row-major order, so rows are already sorted: build CSR directly
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+    index_dtype = np.int32 if len(rows) < 2**31 and n < 2**31 else np.int64
     return sp.csr_matrix(
-        (np.concatenate(vals).astype(np.float32), np.concatenate(cols), indptr), shape=(n, n)
+        (
+            np.concatenate(vals).astype(np.float32),
+            np.concatenate(cols).astype(index_dtype),
+            indptr.astype(index_dtype),
+        ),
+        shape=(n, n),
     )
 
 
@@ -136,6 +142,10 @@ def interslice_bandwidth(unit_major: np.ndarray, knn: int) -> float:
     for u0, u1 in _chunk_ranges(n_units, chunk):
         dist = batched_distances(unit_major[u0:u1])
         medians[u0:u1] = np.median(kth_neighbor_distance(dist, knn), axis=1)
+    return _mean_bandwidth(medians)
+
+
+def _mean_bandwidth(medians: np.ndarray) -> float:
     eps = float(medians.mean())
     if not eps > 0:
         # every unit identical at every slice: any positive bandwidth links them fully
@@ -310,13 +320,22 @@ def multislice_kernel(
     n_slices, n_units, _ = data.shape
     intra = intraslice_kernel(data, intraslice_knn, decay, threshold)
     unit_major = np.ascontiguousarray(data.transpose(1, 0, 2))
-    eps = interslice_bandwidth(unit_major, interslice_knn)
     if store_blocks is None:
         store_blocks = 4 * n_units * n_slices * n_slices <= _MAX_STORED_BLOCK_BYTES
-    kernel = MultisliceKernel(intra, unit_major, None, eps, threshold)
-    if store_blocks:
-        blocks = np.empty((n_units, n_slices, n_slices), dtype=np.float32)
-        for u0, u1, chunk in kernel.interslice_blocks():
-            blocks[u0:u1] = chunk
-        kernel = MultisliceKernel(intra, None, blocks, eps, threshold)
-    return kernel
+    if not store_blocks:
+        eps = interslice_bandwidth(unit_major, interslice_knn)
+        return MultisliceKernel(intra, unit_major, None, eps, threshold)
+    # one pass of distances: keep them, take the bandwidth from them, then turn them into
+    # affinities in place
+    blocks = np.empty((n_units, n_slices, n_slices), dtype=np.float32)
+    chunk = max(1, _CHUNK_BYTES // (4 * n_slices * n_slices))
+    medians = np.empty(n_units)
+    for u0, u1 in _chunk_ranges(n_units, chunk):
+        blocks[u0:u1] = batched_distances(unit_major[u0:u1])
+        medians[u0:u1] = np.median(kth_neighbor_distance(blocks[u0:u1], interslice_knn), axis=1)
+    del unit_major
+    eps = _mean_bandwidth(medians)
+    with np.errstate(under="ignore"):
+        for u0, u1 in _chunk_ranges(n_units, chunk):
+            _interslice_affinity(blocks[u0:u1], eps, threshold)
+    return MultisliceKernel(intra, None, blocks, eps, threshold)

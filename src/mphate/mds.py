@@ -5,9 +5,11 @@ import numpy as np
 from sklearn.utils.extmath import randomized_svd
 
 
-def pairwise_distances(points: np.ndarray) -> np.ndarray:
-    """Euclidean distances between rows, shape (n, n), float64, exact zero diagonal."""
-    points = np.asarray(points, dtype=np.float64)
+def pairwise_distances(points: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """Euclidean distances between rows, shape (n, n), exact zero diagonal."""
+    points = np.asarray(points, dtype=dtype)
+    # centring first keeps the |x|^2 + |y|^2 - 2xy expansion from cancelling badly
+    points = points - points.mean(axis=0)
     sq = np.einsum("ij,ij->i", points, points)
     dist = points @ points.T
     dist *= -2.0
@@ -48,13 +50,14 @@ def smacof(
     dissimilarities: np.ndarray,
     init: np.ndarray,
     max_iter: int = 300,
-    tol: float = 1e-4,
+    tol: float = 1e-3,
 ) -> tuple[np.ndarray, int]:
     """Metric MDS by SMACOF (Guttman transform) with unit weights.
 
     Each iteration ``X <- B(X) X / n``, with ``B_ij = -delta_ij / d_ij(X)`` off the diagonal and
     rows summing to zero, never increases the raw stress. Stops when the relative decrease of
-    the stress falls below ``tol``.
+    the stress falls below ``tol``. Works in float32 on whole n x n arrays in place: an
+    iteration is a few memory-bound passes plus two skinny matrix products.
 
     Parameters
     ----------
@@ -63,30 +66,45 @@ def smacof(
 
     Returns
     -------
-    embedding : ndarray, shape (n, n_components)
+    embedding : ndarray, shape (n, n_components), float64
     n_iter : int
     """
-    delta = np.asarray(dissimilarities, dtype=np.float64)
+    delta = np.asarray(dissimilarities, dtype=np.float32)
     n = delta.shape[0]
     coords = np.array(init, dtype=np.float64)
     coords -= coords.mean(axis=0)
     # start at the scale that best fits the targets, so the first steps are not spent rescaling
-    dist = pairwise_distances(coords)
-    denom = (dist * dist).sum()
+    dist = pairwise_distances(coords).astype(np.float32)
+    denom = float((dist.astype(np.float64) ** 2).sum())
     if denom > 0:
-        coords *= (delta * dist).sum() / denom
+        coords *= float(np.vdot(delta, dist)) / denom
+    delta_sq_sum = float((delta.astype(np.float64) ** 2).sum())
     previous = np.inf
     n_iter = 0
-    ratio = np.empty_like(delta)
+    diag = np.arange(n)
     for n_iter in range(1, max_iter + 1):
-        dist = pairwise_distances(coords)
-        raw_stress = ((dist - delta) ** 2).sum() / 2
-        np.fill_diagonal(dist, 1.0)
-        np.divide(delta, dist, out=ratio)
-        np.fill_diagonal(ratio, 0.0)
-        # B X with B = diag(rowsum(ratio)) - ratio
-        coords = (ratio.sum(axis=1)[:, None] * coords - ratio @ coords) / n
+        _distances_into(coords.astype(np.float32), dist)
+        # raw stress = sum (d - delta)^2 / 2, expanded so no temporary n x n array is needed
+        cross = float(np.vdot(delta, dist))
+        raw_stress = (float(np.vdot(dist, dist)) - 2 * cross + delta_sq_sum) / 2
+        # coincident points (and the diagonal) get no pull: delta / inf = 0
+        np.putmask(dist, dist == 0, np.inf)
+        np.divide(delta, dist, out=dist)  # dist now holds delta / d
+        ratio_sums = dist.sum(axis=1, dtype=np.float64)
+        coords = (ratio_sums[:, None] * coords - dist @ coords.astype(np.float32)) / n
         if np.isfinite(previous) and previous - raw_stress <= tol * previous:
             break
         previous = raw_stress
     return coords, n_iter
+
+
+def _distances_into(points: np.ndarray, out: np.ndarray) -> None:
+    """Euclidean distances between rows of low-dimensional ``points``, written into ``out``."""
+    points = points - points.mean(axis=0)
+    sq = np.einsum("ij,ij->i", points, points)
+    np.matmul(points, points.T, out=out)
+    out *= -2.0
+    out += sq[:, None]
+    out += sq[None, :]
+    np.maximum(out, 0.0, out=out)
+    np.sqrt(out, out=out)
