@@ -16,7 +16,7 @@ class SpectralDecomposition:
 
     Attributes
     ----------
-    eigenvalues : ndarray, shape (n,), descending, clipped to [0, 1]
+    eigenvalues : ndarray, shape (n,), descending, clipped to [-1, 1]
     eigenvectors : ndarray, shape (n, n)
     scale : ndarray, shape (n,)
     """
@@ -24,9 +24,9 @@ class SpectralDecomposition:
     def __init__(self, symmetric: np.ndarray, scale: np.ndarray):
         eigenvalues, eigenvectors = scipy.linalg.eigh(symmetric, driver="evd", check_finite=False)
         order = np.argsort(eigenvalues)[::-1]
-        # a stochastic operator has spectrum in [-1, 1]; the landmark operator is PSD, and
-        # rounding can leave tiny negatives or values a hair above 1
-        self.eigenvalues = np.clip(eigenvalues[order], 0.0, 1.0)
+        # a stochastic operator has spectrum in [-1, 1]; rounding can leave values a hair
+        # outside
+        self.eigenvalues = np.clip(eigenvalues[order], -1.0, 1.0)
         self.eigenvectors = eigenvectors[:, order]
         self.scale = np.asarray(scale, dtype=np.float64)
 
@@ -34,7 +34,7 @@ class SpectralDecomposition:
         """``P^t`` as a dense row-stochastic array, shape (n, n)."""
         powered = self.eigenvalues**t
         # components whose weight vanished at this t add nothing but cost
-        keep = powered > tol * powered[0]
+        keep = np.abs(powered) > tol * np.abs(powered).max()
         vectors = self.eigenvectors[:, keep]
         sqrt_scale = np.sqrt(self.scale)
         left = (vectors * powered[keep]) / sqrt_scale[:, None]
@@ -48,14 +48,14 @@ class SpectralDecomposition:
 def von_neumann_entropy(eigenvalues: np.ndarray, t_max: int = 100) -> np.ndarray:
     """Von Neumann entropy of ``P^t`` for t = 1..t_max.
 
-    The entropy of the normalised spectrum ``l^t / sum(l^t)``; it falls as diffusion smooths
-    away small eigenvalues.
+    The entropy of the normalised spectrum ``|l|^t / sum(|l|^t)``; it falls as diffusion
+    smooths away small eigenvalues.
 
     Returns
     -------
     ndarray, shape (t_max,)
     """
-    lam = np.asarray(eigenvalues, dtype=np.float64)
+    lam = np.abs(np.asarray(eigenvalues, dtype=np.float64))
     log_lam = np.log(lam[lam > 0])
     entropy = np.empty(t_max)
     for t in range(1, t_max + 1):

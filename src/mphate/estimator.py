@@ -70,7 +70,8 @@ class MPHATE(BaseEstimator):
         Largest t considered by t="auto".
     random_state : int, RandomState or None
     n_jobs : int or None, default None
-        Threads for the linear algebra; None leaves the current setting, -1 uses all cores.
+        Threads for the linear algebra; -1 uses all cores; None uses one thread for small
+        traces (under 20,000 points) and leaves the current setting otherwise.
     verbose : int, default 0
         1 prints one timed line per stage to stderr; 2 adds CPU times.
 
@@ -185,7 +186,7 @@ class MPHATE(BaseEstimator):
         )
         log = _StageLog(self.verbose)
         log.note(f"{n_slices} slices x {n_units} units x {n_trace} trace inputs = {n_slices * n_units} points")
-        with _thread_limit(self.n_jobs):
+        with _thread_limit(self.n_jobs, n_slices * n_units):
             kernel_key = self._kernel_key(_fingerprint(data))
             if getattr(self, "_kernel_key_", None) != kernel_key:
                 with log.stage("kernel"):
@@ -285,6 +286,9 @@ class MPHATE(BaseEstimator):
         return state
 
 
+_SMALL_PROBLEM = 20000
+
+
 def _as_array(X):
     """Accept an array, a Trace, a trace store or a path; return the activation array."""
     from mphate.trace import Trace
@@ -313,8 +317,14 @@ def _seed_key(random_state):
     return id(random_state)  # a RandomState object: reuse only within the same object
 
 
-def _thread_limit(n_jobs):
+def _thread_limit(n_jobs, n_points):
     if n_jobs is None:
+        if n_points < _SMALL_PROBLEM:
+            # threads cost more than they save on small matrices, and busy-waiting BLAS
+            # threads slow down badly when the cores are shared
+            from threadpoolctl import threadpool_limits
+
+            return threadpool_limits(limits=1)
         return nullcontext()
     from threadpoolctl import threadpool_limits
     import os

@@ -1,0 +1,91 @@
+"""Behaviour of the pipeline stages: normalisation, entropy and knee, potential, MDS, landmarks."""
+import numpy as np
+import pytest
+
+from mphate import diffusion, landmarks, mds
+from mphate.kernel import multislice_kernel
+from mphate.normalize import zscore_units
+from mphate.synthetic import make_trace
+
+
+def test_zscore_units_and_dead_units():
+    data = np.random.default_rng(0).normal(3, 2, size=(4, 5, 9))
+    data[1, 2] = 7.0
+    z = zscore_units(data)
+    np.testing.assert_allclose(z.mean(axis=2), 0, atol=1e-6)
+    alive = np.ones((4, 5), bool)
+    alive[1, 2] = False
+    np.testing.assert_allclose(z.std(axis=2)[alive], 1, rtol=1e-5)
+    assert (z[1, 2] == 0).all()
+
+
+def test_von_neumann_entropy_by_hand():
+    lam = np.array([1.0, 0.5, 0.5, 0.0])
+    h = diffusion.von_neumann_entropy(lam, t_max=3)
+    for t in (1, 2, 3):
+        p = np.array([1, 0.5**t, 0.5**t])
+        p /= p.sum()
+        assert h[t - 1] == pytest.approx(-(p * np.log(p)).sum())
+    # no NaN when powers underflow
+    tiny = np.array([1.0, 1e-3, 1e-200])
+    assert np.isfinite(diffusion.von_neumann_entropy(tiny, t_max=100)).all()
+
+
+def test_find_knee_of_two_lines():
+    x = np.arange(40)
+    y = np.where(x < 12, 100 - 6 * x, 100 - 6 * 12 - 0.5 * (x - 12))
+    assert diffusion.find_knee(y) == 12
+    with pytest.raises(ValueError):
+        diffusion.find_knee([1.0, 0.5])
+
+
+def test_potential_family():
+    p = np.array([[0.25, 0.75]])
+    np.testing.assert_allclose(diffusion.potential(p, 0), 2 * np.sqrt(p))
+    np.testing.assert_allclose(diffusion.potential(p, 1), -np.log(p + 1e-7))
+    np.testing.assert_allclose(diffusion.potential(p, -1), p)
+    with pytest.raises(ValueError):
+        diffusion.potential(p, 1.5)
+
+
+def test_spectral_power_matches_matrix_power():
+    rng = np.random.default_rng(0)
+    a = rng.random((30, 30))
+    kernel = (a + a.T) / 2
+    scale = kernel.sum(axis=1)
+    symmetric = kernel / np.sqrt(np.outer(scale, scale))
+    operator = kernel / scale[:, None]
+    spectrum = diffusion.SpectralDecomposition(symmetric, scale)
+    expected = np.linalg.matrix_power(operator, 5)
+    np.testing.assert_allclose(spectrum.power(5), expected, atol=1e-10)
+
+
+def test_smacof_lowers_stress_and_recovers_a_planar_layout():
+    rng = np.random.default_rng(1)
+    truth = rng.standard_normal((60, 2))
+    target = mds.pairwise_distances(truth)
+    start = truth + rng.standard_normal(truth.shape) * 0.5
+    fitted, n_iter = mds.smacof(target, start, max_iter=500, tol=1e-9)
+    assert n_iter > 1
+    assert mds.stress(target, fitted) < 0.01 < mds.stress(target, start)
+
+
+def test_classical_mds_is_exact_for_euclidean_points():
+    rng = np.random.default_rng(2)
+    points = np.c_[rng.standard_normal((50, 2)) * [5, 2], np.zeros((50, 3))]
+    emb = mds.classical_mds_from_points(points, 2, random_state=0)
+    np.testing.assert_allclose(mds.pairwise_distances(emb), mds.pairwise_distances(points), atol=1e-8)
+
+
+def test_landmark_operator_is_stochastic_and_groups_everything():
+    data = zscore_units(make_trace(n_slices=20, n_units=15, n_trace=8, random_state=0).data)
+    kernel = multislice_kernel(data, interslice_knn=4)
+    features = landmarks.spectral_features(kernel, 10, random_state=0)
+    labels = landmarks.cluster_landmarks(features, 40, random_state=0)
+    assert labels.shape == (300,) and set(labels) == set(range(labels.max() + 1))
+    assert 20 <= labels.max() + 1 <= 40
+    op = landmarks.landmark_operator(kernel, labels)
+    np.testing.assert_allclose(np.asarray(op.point_to_landmark.sum(axis=1)).ravel(), 1)
+    spectrum = diffusion.SpectralDecomposition(op.symmetric, op.scale)
+    np.testing.assert_allclose(spectrum.power(1).sum(axis=1), 1, atol=1e-9)
+    assert spectrum.eigenvalues[0] == pytest.approx(1, abs=1e-6)
