@@ -11,10 +11,16 @@ Figures per run:
   tree_peak_mb the largest sum of RSS over the child and all its descendants, polled every
                0.1 s from /proc: catches worker processes (joblib/loky) the first figure
                cannot see; shared pages count once per process, so it is an upper bound
+  cpu_s        user + system CPU seconds of the child and the descendants it reaped
+               (getrusage(RUSAGE_CHILDREN) before and after): far less sensitive than wall
+               time to other work on a shared machine
+  load_mean    mean 1-minute load average sampled during the run (the machine's cores are
+               os.cpu_count(); a load above that means the run shared its cores)
 """
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import threading
@@ -57,7 +63,9 @@ def run_measured(cmd: list[str], log_path: str, timeout: float | None = None,
                  mem_cap_mb: float | None = None) -> dict:
     """Run cmd, polling its process tree's RSS; kill its process group on timeout or when
     the tree's RSS passes mem_cap_mb (so a run that would exhaust the machine is stopped)."""
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
+    loads: list[float] = []
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)
@@ -66,7 +74,11 @@ def run_measured(cmd: list[str], log_path: str, timeout: float | None = None,
         done = threading.Event()
 
         def poll():
+            n = 0
             while not done.is_set():
+                if n % 10 == 0:
+                    loads.append(os.getloadavg()[0])
+                n += 1
                 try:
                     peak[0] = max(peak[0], tree_rss(proc.pid))
                 except Exception:
@@ -90,5 +102,9 @@ def run_measured(cmd: list[str], log_path: str, timeout: float | None = None,
             rc = proc.wait()
         done.set()
         th.join()
+    wall = time.perf_counter() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     return dict(returncode=rc, timed_out=timed_out, mem_capped=capped.is_set(),
-                wall_s=time.perf_counter() - t0, tree_peak_mb=peak[0] / 2**20)
+                wall_s=wall, tree_peak_mb=peak[0] / 2**20, cpu_s=cpu,
+                load_mean=sum(loads) / len(loads) if loads else float("nan"))

@@ -288,17 +288,20 @@ def real_table(ref, ours, pres) -> list[str]:
     L += ["| | reference m-phate | mphate | ratio (reference / mphate) | goal |",
          "|---|---:|---:|---:|---|"]
 
-    def row(name, key, fmt, goal, higher_is_better=False):
+    def row(name, key, fmt, goal, ratio=True):
         a, b = ref.get(key), ours.get(key)
         if a is None or b is None:
             L.append(f"| {name} | {a if a is not None else ref['status']} | "
                      f"{b if b is not None else ours['status']} | | {goal} |")
             return
-        ratio = a / b
-        L.append(f"| {name} | {fmt(a)} | {fmt(b)} | {ratio:.1f}x | {goal} |")
+        r = f"{a / b:.1f}x" if ratio else ""
+        L.append(f"| {name} | {fmt(a)} | {fmt(b)} | {r} | {goal} |")
 
     row("load + fit_transform, s", "fit_s", fmt_s, f">= {GOAL_SPEEDUP:.0f}x faster")
     row("whole process (start, imports, fit, write), s", "wall_s", fmt_s, "")
+    row("CPU time, user + system (process and reaped workers), s", "cpu_s", fmt_s, "")
+    row("mean 1-min load average during the run (cores: %d)" % os.cpu_count(), "load_mean",
+        lambda x: f"{x:.1f}", "", ratio=False)
     row("peak RSS of the process, MB", "peak_mb", lambda x: f"{x:.0f}",
         f"<= 1/{1 / GOAL_MEM:.0f} (ratio >= {1 / GOAL_MEM:.0f}x)")
     row("peak RSS, process + workers (polled), MB", "tree_peak_mb", lambda x: f"{x:.0f}", "")
