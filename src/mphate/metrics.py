@@ -116,3 +116,59 @@ def visualization_variance(embedding, n_slices: int) -> float:
     per_slice = embedding.reshape(n_slices, -1, embedding.shape[1])
     # ddof=1 matches numpy.cov, the sample covariance
     return float(per_slice.var(axis=1, ddof=1).sum())
+
+
+def task_switch_ari(embedding_before, embedding_after, k_range=range(3, 9), n_seeds: int = 20) -> float:
+    """How well the units' arrangement survives a task switch (the paper's continual-learning score).
+
+    The units' positions in the embedding just before a switch and shortly after it are each
+    clustered by k-means; the adjusted Rand index between the two clusterings says whether the
+    same units still group together. It is averaged over the number of clusters ``k`` and over
+    ``n_seeds`` k-means seeds (the same seed for both clusterings of a pair). 1 means the
+    grouping is unchanged, about 0 that it is no better than chance.
+
+    Parameters
+    ----------
+    embedding_before, embedding_after : array-like, shape (n_units, n_components)
+        Row ``u`` is the same unit in both (e.g. the rows of one slice of a slice-major
+        embedding: ``embedding[s * n_units:(s + 1) * n_units]``).
+    k_range : iterable of int, default range(3, 9)
+        Numbers of clusters (the paper: 3..8); each must be below n_units.
+    n_seeds : int, default 20
+        k-means seeds 0..n_seeds-1 for each k (one initialisation each).
+
+    Returns
+    -------
+    float, the mean adjusted Rand index over all (k, seed)
+    """
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score
+
+    before = np.asarray(embedding_before, dtype=np.float64)
+    after = np.asarray(embedding_after, dtype=np.float64)
+    if before.ndim != 2 or before.shape != after.shape:
+        raise ValueError(
+            "embedding_before and embedding_after must be (n_units, n_components) arrays of the "
+            f"same shape; got {before.shape} and {after.shape}"
+        )
+    if not (np.isfinite(before).all() and np.isfinite(after).all()):
+        raise ValueError("the embeddings contain NaN or inf")
+    ks = [int(k) for k in k_range]
+    if not ks or min(ks) < 2 or max(ks) >= before.shape[0]:
+        raise ValueError(f"k_range must hold values in [2, n_units); got {ks} for {before.shape[0]} units")
+    if not isinstance(n_seeds, (int, np.integer)) or n_seeds < 1:
+        raise ValueError(f"n_seeds must be a positive integer; got {n_seeds!r}")
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    scores = []
+    with warnings.catch_warnings():
+        # units piled on one spot give fewer distinct clusters than k: that is a valid answer
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for k in ks:
+            for seed in range(n_seeds):
+                labels_before = KMeans(k, n_init=1, random_state=seed).fit_predict(before)
+                labels_after = KMeans(k, n_init=1, random_state=seed).fit_predict(after)
+                scores.append(adjusted_rand_score(labels_before, labels_after))
+    return float(np.mean(scores))
