@@ -1,0 +1,479 @@
+"""The paper's Table 1: how well each method keeps a unit's neighbours, within a slice and over time.
+
+Methods (each gives a 2-D position to every (slice, unit) point of a trace):
+
+* ``mphate``: M-PHATE (this package's estimator).
+* ``phate``: PHATE's published method on the *flattened* trace, implemented here (not the
+  PHATE package): an alpha-decay kernel over all points (knn = 5, decay = 40, PHATE's
+  defaults), landmarks, diffusion time at the entropy knee, the log potential (gamma = 1,
+  PHATE's default) and metric MDS, through the same stages M-PHATE uses.
+* ``dm``, ``isomap``, ``tsne``: diffusion maps, Isomap and t-SNE on the flattened trace (every
+  point's z-scored activation vector a row, no notion of slices).
+* ``dm_graph``, ``isomap_graph``, ``tsne_graph``: the same three on the geodesic (shortest-path)
+  distances of the multislice graph, i.e. the M-PHATE kernel's edges weighted by the
+  Euclidean distance between the z-scored vectors they join.
+* ``aligned_umap``: umap-learn's AlignedUMAP, one data set per slice, each unit related to
+  itself in the next slice (only when umap-learn is installed).
+
+Isomap and the graph methods need an N x N distance matrix, and t-SNE takes many minutes at
+full size on 2 cores: when the trace has more than ``max_points`` points they run on an evenly
+spaced subsample of slices and units, which the output says. Every method is scored on that same
+subsample (a full-size embedding restricted to its points), so the table compares like with
+like; full-size methods are also scored on everything.
+"""
+from __future__ import annotations
+
+import importlib.util
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from mphate.experiments import _common as C
+from mphate.normalize import zscore_units
+from mphate.trace import Trace
+
+
+_DENSE = "needs all N x N pairwise distances"
+_SLOW = "takes many minutes at full size on 2 cores"
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    label: str
+    cap: str | None  # why it runs on the subsample when the trace exceeds max_points
+
+    @property
+    def needs_subsample(self) -> bool:
+        return self.cap is not None
+
+
+METHODS = {
+    m.name: m
+    for m in (
+        Method("mphate", "M-PHATE", None),
+        Method("phate", "PHATE (flattened)", None),
+        Method("dm", "DM (flattened)", None),
+        Method("isomap", "Isomap (flattened)", _DENSE),
+        Method("tsne", "t-SNE (flattened)", _SLOW),
+        Method("dm_graph", "DM (multislice graph)", _DENSE),
+        Method("isomap_graph", "Isomap (multislice graph)", _DENSE),
+        Method("tsne_graph", "t-SNE (multislice graph)", _DENSE),
+        Method("aligned_umap", "AlignedUMAP", None),
+    )
+}
+
+
+def umap_available() -> bool:
+    return importlib.util.find_spec("umap") is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# building blocks
+
+
+def knn(X: np.ndarray, k: int):
+    """The k nearest other rows of X (Euclidean): distances and indices, shape (N, k), ascending."""
+    from sklearn.neighbors import NearestNeighbors
+
+    k = min(k, len(X) - 1)
+    nn = NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(X)
+    dist, idx = nn.kneighbors(X)
+    # drop each point itself (usually column 0; with duplicates it may sit elsewhere)
+    own = idx == np.arange(len(X))[:, None]
+    own[own.sum(axis=1) == 0, -1] = True
+    keep = ~own
+    return dist[keep].reshape(len(X), k), idx[keep].reshape(len(X), k)
+
+
+def knn_from_distances(D: np.ndarray, k: int):
+    """The k nearest other points from a full distance matrix: distances and indices, shape (N, k)."""
+    D = np.array(D, dtype=np.float64)
+    np.fill_diagonal(D, np.inf)
+    k = min(k, len(D) - 1)
+    idx = np.argpartition(D, k - 1, axis=1)[:, :k]
+    dist = np.take_along_axis(D, idx, axis=1)
+    order = np.argsort(dist, axis=1)
+    return np.take_along_axis(dist, order, axis=1), np.take_along_axis(idx, order, axis=1)
+
+
+def alpha_decay_kernel(dist: np.ndarray, idx: np.ndarray, knn: int = 5, decay: float = 40,
+                       threshold: float = 1e-4) -> sp.csr_matrix:
+    """PHATE's adaptive alpha-decay kernel on a neighbour graph.
+
+    ``K(i, j) = exp(-(d(i, j) / sigma_i) ** decay)``, ``sigma_i`` the distance to the ``knn``-th
+    nearest other point, over the given neighbours (enough of them that the kernel has fallen
+    below ``threshold`` at the last one for most points), symmetrised as ``(K + K^T) / 2``, with
+    ones on the diagonal.
+    """
+    n, k = idx.shape
+    sigma = dist[:, knn - 1].copy()
+    floor = max(float(np.mean(dist)) * 1e-6, np.finfo(np.float64).tiny)
+    sigma = np.maximum(sigma, floor)
+    with np.errstate(over="ignore", under="ignore"):
+        values = np.exp(-np.power(dist / sigma[:, None], decay))
+    keep = values >= threshold
+    rows = np.repeat(np.arange(n), k)[keep.ravel()]
+    K = sp.csr_matrix((values[keep], (rows, idx[keep])), shape=(n, n))
+    K = (K + K.T) * 0.5
+    K = K + sp.identity(n, format="csr")
+    return K.tocsr()
+
+
+class SparseKernel:
+    """A plain sparse kernel with the interface the landmark stages expect."""
+
+    def __init__(self, matrix: sp.csr_matrix):
+        self.matrix = matrix.tocsr().astype(np.float64)
+        self.shape = self.matrix.shape
+
+    def degrees(self) -> np.ndarray:
+        return np.asarray(self.matrix.sum(axis=1)).ravel()
+
+    def matmat(self, vectors):
+        return np.asarray(self.matrix @ np.asarray(vectors, dtype=np.float64), dtype=np.float32)
+
+    def aggregate(self, labels, n_groups):
+        n = self.shape[0]
+        onehot = sp.csr_matrix((np.ones(n), (np.arange(n), labels)), shape=(n, n_groups))
+        return (self.matrix @ onehot).tocsr()
+
+    def to_sparse(self):
+        return self.matrix
+
+
+def phate_flattened(X: np.ndarray, *, knn_k: int = 5, decay: float = 40, n_landmark: int = 2000,
+                    gamma: float = 1, n_svd: int = 100, random_state=0) -> np.ndarray:
+    """PHATE's published method on the rows of ``X`` (our implementation, PHATE's defaults)."""
+    from sklearn.utils import check_random_state
+
+    from mphate import diffusion, landmarks, mds
+
+    dist, idx = knn(X, max(30, 6 * knn_k))
+    kernel = SparseKernel(alpha_decay_kernel(dist, idx, knn_k, decay))
+    rng = check_random_state(random_state)
+    if n_landmark is None or len(X) <= n_landmark:
+        operator = landmarks.exact_operator(kernel)
+    else:
+        coords = landmarks.spectral_features(kernel, n_svd, random_state=rng)
+        labels = landmarks.cluster_landmarks(coords, n_landmark, random_state=rng)
+        operator = landmarks.landmark_operator(kernel, labels)
+    spectrum = diffusion.SpectralDecomposition(operator.symmetric, operator.scale)
+    t, _ = diffusion.select_t(spectrum.eigenvalues, 100)
+    potential = diffusion.potential(spectrum.power(t), gamma)
+    init = mds.classical_mds_from_points(potential, 2, random_state=check_random_state(random_state))
+    embedding, _ = mds.smacof(mds.pairwise_distances(potential, dtype=np.float32), init)
+    return np.asarray(operator.point_to_landmark @ embedding, dtype=np.float64)
+
+
+def diffusion_map(dist: np.ndarray, idx: np.ndarray, n_components: int = 2, *, bandwidth_k: int = 5,
+                  alpha: float = 1.0, t: int = 1, random_state=0) -> np.ndarray:
+    """Diffusion maps (Coifman & Lafon) on a k-nearest-neighbour graph.
+
+    Self-tuning Gaussian kernel ``exp(-d^2 / (sigma_i sigma_j))`` (``sigma_i``: distance to the
+    ``bandwidth_k``-th neighbour) over the given neighbours, symmetrised; density normalisation
+    with ``alpha`` (1: the Laplace-Beltrami normalisation); coordinates
+    ``lambda_i^t psi_i`` of the leading non-trivial eigenvectors. Each connected component
+    contributes one trivial eigenvector; all are skipped.
+    """
+    from scipy.sparse.csgraph import connected_components
+    from scipy.sparse.linalg import eigsh
+
+    n, k = idx.shape
+    sigma = np.maximum(dist[:, min(bandwidth_k, k) - 1], max(float(dist.mean()) * 1e-6, 1e-300))
+    values = np.exp(-(dist**2) / (sigma[:, None] * sigma[idx]))
+    K = sp.csr_matrix((values.ravel(), (np.repeat(np.arange(n), k), idx.ravel())), shape=(n, n))
+    K = K.maximum(K.T) + sp.identity(n)
+    q = np.asarray(K.sum(axis=1)).ravel() ** alpha
+    K = sp.diags(1 / q) @ K @ sp.diags(1 / q)
+    d = np.asarray(K.sum(axis=1)).ravel()
+    S = sp.diags(d**-0.5) @ K @ sp.diags(d**-0.5)
+    n_comp, _ = connected_components(K, directed=False)
+    n_eig = min(n - 1, n_comp + n_components)
+    v0 = np.random.default_rng(random_state).standard_normal(n)
+    vals, vecs = eigsh(S, k=n_eig, which="LA", v0=v0, tol=1e-6, maxiter=20 * n)
+    order = np.argsort(vals)[::-1][n_comp:n_comp + n_components]
+    psi = vecs[:, order] * (d**-0.5)[:, None]
+    return psi * (vals[order] ** t)[None, :]
+
+
+def classical_mds(D: np.ndarray, n_components: int = 2, random_state=0) -> np.ndarray:
+    """Classical (Torgerson) MDS of a distance matrix: Isomap's last step."""
+    from scipy.sparse.linalg import LinearOperator, eigsh
+
+    D2 = np.asarray(D, dtype=np.float64) ** 2
+    row = D2.mean(axis=1)
+    total = row.mean()
+    n = len(D2)
+
+    def matvec(v):
+        v = np.ravel(v)
+        # B = -1/2 J D2 J without forming it: J v = v - mean(v)
+        cv = v - v.mean()
+        w = D2 @ cv
+        return -0.5 * (w - w.mean())
+
+    op = LinearOperator((n, n), matvec=matvec, dtype=np.float64)
+    del row, total
+    v0 = np.random.default_rng(random_state).standard_normal(n)
+    vals, vecs = eigsh(op, k=n_components, which="LA", v0=v0, tol=1e-6)
+    order = np.argsort(vals)[::-1]
+    return vecs[:, order] * np.sqrt(np.maximum(vals[order], 0))[None, :]
+
+
+def multislice_geodesics(data: np.ndarray, *, interslice_knn: int = 25) -> np.ndarray:
+    """Shortest-path distances on the multislice graph, shape (N, N).
+
+    The graph: the M-PHATE kernel's nonzero entries (intraslice knn 2, decay 5, interslice
+    Gaussian), each edge weighted by the Euclidean distance between the z-scored activation
+    vectors it joins. Points in different components are put at twice the largest finite
+    distance.
+    """
+    from scipy.sparse.csgraph import shortest_path
+
+    from mphate.kernel import multislice_kernel
+
+    z = zscore_units(data)
+    kernel = multislice_kernel(z, interslice_knn=min(interslice_knn, data.shape[0] - 1)).to_sparse().tocoo()
+    flat = z.reshape(-1, z.shape[2]).astype(np.float64)
+    off = kernel.row != kernel.col
+    rows, cols = kernel.row[off], kernel.col[off]
+    lengths = np.linalg.norm(flat[rows] - flat[cols], axis=1)
+    lengths = np.maximum(lengths, 1e-9)  # a zero weight would read as "no edge"
+    graph = sp.csr_matrix((lengths, (rows, cols)), shape=kernel.shape)
+    D = shortest_path(graph, method="D", directed=False)
+    finite = np.isfinite(D)
+    if not finite.all():
+        D[~finite] = 2 * D[finite].max()
+    return D
+
+
+def aligned_umap(data: np.ndarray, random_state=0) -> np.ndarray:
+    from mphate._optional import require
+
+    umap = require("umap", "AlignedUMAP in `mphate compare`")
+    z = zscore_units(data).astype(np.float64)
+    n_slices, n_units, _ = z.shape
+    relation = {u: u for u in range(n_units)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = umap.AlignedUMAP(n_components=2, n_neighbors=min(15, n_units - 1),
+                                 random_state=random_state)
+        model.fit(list(z), relations=[relation] * (n_slices - 1))
+    return np.concatenate([np.asarray(e) for e in model.embeddings_], axis=0)
+
+
+def embed(method: str, data: np.ndarray, *, random_state=0, n_landmark=None) -> np.ndarray:
+    """The 2-D embedding of a trace array (n_slices, n_units, n_trace) by one method, slice-major."""
+    n_slices, n_units, n_trace = data.shape
+    if method == "mphate":
+        from mphate.estimator import MPHATE
+
+        kwargs = {} if n_landmark is None else {"n_landmark": n_landmark}
+        return MPHATE(interslice_knn=min(25, n_slices - 1), random_state=random_state,
+                      **kwargs).fit_transform(data)
+    if method == "aligned_umap":
+        return aligned_umap(data, random_state)
+    if method.endswith("_graph"):
+        D = multislice_geodesics(data)
+        if method == "isomap_graph":
+            return classical_mds(D, 2, random_state)
+        if method == "dm_graph":
+            dist, idx = knn_from_distances(D, 15)
+            return diffusion_map(dist, idx, random_state=random_state)
+        from sklearn.manifold import TSNE
+
+        return TSNE(2, metric="precomputed", init="random", perplexity=min(30, (len(D) - 1) / 3),
+                    random_state=random_state).fit_transform(D)
+    X = zscore_units(data).reshape(-1, n_trace).astype(np.float64)
+    if method == "phate":
+        return phate_flattened(X, n_landmark=2000 if n_landmark is None else n_landmark,
+                               random_state=random_state)
+    if method == "dm":
+        dist, idx = knn(X, 15)
+        return diffusion_map(dist, idx, random_state=random_state)
+    if method == "isomap":
+        from sklearn.manifold import Isomap
+
+        return Isomap(n_neighbors=min(10, len(X) - 1), n_components=2).fit_transform(X)
+    if method == "tsne":
+        from sklearn.manifold import TSNE
+
+        return TSNE(2, init="pca", perplexity=min(30, (len(X) - 1) / 3),
+                    random_state=random_state).fit_transform(X)
+    raise ValueError(f"unknown method {method!r}; choose from {list(METHODS)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# the experiment
+
+
+def subsample(n_slices: int, n_units: int, max_points: int, *, min_slices: int = 41,
+              min_units: int = 41):
+    """Evenly spaced slices and units with about ``max_points`` points in all.
+
+    Keeps at least ``min_slices`` slices and ``min_units`` units where the trace has them (so
+    that k = 40 neighbours exist both within a slice and over time), then as many units as fit.
+    """
+    if n_slices * n_units <= max_points:
+        return np.arange(n_slices), np.arange(n_units)
+    s = min(n_slices, max(min_slices, max_points // n_units))
+    u = min(n_units, max(min_units, max_points // s))
+    return C.even_indices(n_slices, s), C.even_indices(n_units, u)
+
+
+def digits_trace(epochs: int = 300, trace_every: int = 5, seed: int = 0, quick: bool = False) -> Trace:
+    """The trace `mphate compare digits` uses: the generalisation experiment's vanilla network
+    (64-128-128-128-10, Adam lr 1e-3, batch 256) on the bundled digits, traced every
+    ``trace_every`` epochs."""
+    from mphate.experiments._train import train_generalization
+
+    if quick:
+        res = train_generalization("vanilla", epochs=epochs, lr=3e-3, hidden=(16, 16, 16),
+                                   trace_every=trace_every, seed=seed, n_per_class=3)
+    else:
+        res = train_generalization("vanilla", epochs=epochs, lr=1e-3, trace_every=trace_every, seed=seed)
+    return res["trace"]
+
+
+def run(trace, out, *, methods=None, ks=(10, 40), max_points: int = 10000, n_landmark=None,
+        random_state: int = 0, quiet: bool = False) -> dict:
+    """Embed ``trace`` with every method, score them, write table and figure into ``out``.
+
+    Parameters
+    ----------
+    trace : Trace, array or path
+    methods : list of str, optional
+        Default: all of :data:`METHODS` (AlignedUMAP only when umap-learn is installed).
+    ks : neighbourhood sizes (the paper: 10 and 40); a k is scored only where both the
+        subsample's units and slices exceed it.
+    max_points : int
+        Size cap of the methods that need all pairwise distances.
+    n_landmark : int, optional
+        Landmarks of M-PHATE and PHATE (default: each one's own default, 4000 and 2000).
+
+    Returns
+    -------
+    dict with "rows" (long format: method, scope, space, k, intraslice, interslice, ...),
+    "table" (wide, the common subsample), "skipped", "subsample", "files", "seconds".
+    """
+    from mphate.io import as_trace
+    from mphate.metrics import neighbor_preservation
+
+    total = C.Timer()
+    out = C.output_dir(out)
+    trace = as_trace(trace)
+    data = np.asarray(trace.data)
+    n_slices, n_units, _ = data.shape
+    if methods is None:
+        methods = list(METHODS)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
+    skipped = {}
+    if "aligned_umap" in methods and not umap_available():
+        skipped["aligned_umap"] = "umap-learn is not installed (pip install \"mphate[compare]\")"
+        methods = [m for m in methods if m != "aligned_umap"]
+        C.log("compare: skipping AlignedUMAP: umap-learn is not installed (pip install \"mphate[compare]\")", quiet)
+    sub_s, sub_u = subsample(n_slices, n_units, max_points)
+    is_sub = len(sub_s) < n_slices or len(sub_u) < n_units
+    sub_trace = C.slice_trace(trace, sub_s, sub_u)
+    sub_rows = (sub_s[:, None] * n_units + sub_u[None, :]).ravel()  # full-embedding rows of the subsample
+    note = (f"the trace has {n_slices} slices x {n_units} units = {n_slices * n_units} points; "
+            + ("; ".join(f"{METHODS[m].label} {METHODS[m].cap}" for m in methods if METHODS[m].needs_subsample)
+               + f": these run on a subsample of {len(sub_s)} evenly spaced slices x {len(sub_u)} evenly spaced units = "
+               f"{len(sub_s) * len(sub_u)} points (--max-points {max_points}); every method is scored on that subsample"
+               if is_sub else "every method runs on all points"))
+    C.log(f"compare: {note}", quiet)
+
+    valid_ks = [k for k in ks if k < len(sub_s) and k < len(sub_u)]
+    for k in ks:
+        if k not in valid_ks:
+            C.log(f"compare: k = {k} cannot be scored: it needs more than {k} slices and units in the "
+                  f"scored points ({len(sub_s)} x {len(sub_u)})", quiet)
+
+    rows, table, embeddings = [], [], {}
+    for m in methods:
+        method = METHODS[m]
+        on_sub = method.needs_subsample and is_sub
+        points = sub_trace if on_sub else trace
+        C.log(f"compare: {method.label} on {points.n_slices} x {points.n_units} = "
+              f"{points.n_slices * points.n_units} points...", quiet)
+        start = time.perf_counter()
+        try:
+            emb = embed(m, np.asarray(points.data), random_state=random_state, n_landmark=n_landmark)
+        except (MemoryError, np.linalg.LinAlgError, ArithmeticError) as exc:
+            skipped[m] = f"failed: {type(exc).__name__}: {exc}"
+            C.log(f"compare: {method.label} failed ({type(exc).__name__}: {exc}); left out", quiet)
+            continue
+        seconds = time.perf_counter() - start
+        emb = np.asarray(emb, dtype=np.float64)
+        embeddings[m] = (emb, points)
+        np.save(out / f"embedding_{m}.npy", emb.astype(np.float32))
+        scopes = [("subsample", emb if on_sub or not is_sub else emb[sub_rows], sub_trace)]
+        if not on_sub and is_sub:
+            scopes.append(("all", emb, trace))
+        wide = {"method": method.label, "seconds": seconds, "points": emb.shape[0],
+                "subsampled": f"yes: {method.cap}" if on_sub else "no"}
+        for scope, e, tr in scopes:
+            for space in ("normalized", "raw"):
+                for k in valid_ks if scope == "subsample" else [k for k in ks if k < tr.n_slices and k < tr.n_units]:
+                    score = neighbor_preservation(e, tr, k=k, space=space)
+                    rows.append({"method": m, "label": method.label, "scope": scope, "space": space, "k": k,
+                                 "intraslice": score["intraslice"], "interslice": score["interslice"],
+                                 "seconds": seconds, "embedded_points": emb.shape[0],
+                                 "embedded_slices": points.n_slices, "embedded_units": points.n_units})
+                    if scope == "subsample":
+                        tag = "" if space == "normalized" else "_raw"
+                        wide[f"intra{k}{tag}"] = score["intraslice"]
+                        wide[f"inter{k}{tag}"] = score["interslice"]
+        table.append(wide)
+        C.log(f"compare: {method.label}: {seconds:.1f} s; " + ", ".join(
+            f"{key} {wide[key]:.3f}" for key in wide if key.startswith(("intra", "inter")) and "raw" not in key), quiet)
+
+    files = {}
+    files["scores"] = C.write_csv(out / "compare_scores.csv", rows)
+    columns = ["method", "seconds", "points", "subsampled"] + [
+        f"{kind}{k}{tag}" for tag in ("", "_raw") for k in valid_ks for kind in ("intra", "inter")]
+    files["table"] = C.write_csv(out / "compare_table.csv", table, columns)
+    if embeddings:
+        files["figure"] = _figure(out / "compare.png", embeddings)
+    summary = {"experiment": "compare", "n_slices": n_slices, "n_units": n_units, "n_trace": data.shape[2],
+               "subsample": {"slices": sub_s, "units": sub_u, "note": note}, "ks": valid_ks,
+               "skipped": skipped, "total_seconds": total.seconds}
+    files["summary"] = C.write_json(out / "compare_summary.json", summary)
+    for space, tag in (("normalized", ""), ("raw", "_raw")):
+        cols = ["method", "seconds"] + [f"{kind}{k}{tag}" for k in valid_ks for kind in ("intra", "inter")]
+        C.log(f"\nneighbourhood preservation, reference space: {space} "
+              f"({len(sub_s)} slices x {len(sub_u)} units)\n" + C.markdown_table(table, cols), quiet)
+    for m, why in skipped.items():
+        C.log(f"skipped {METHODS[m].label}: {why}", quiet)
+    C.log(f"compare: total {total.seconds:.0f} s", quiet)
+    return {"rows": rows, "table": table, "skipped": skipped, "note": note,
+            "subsample": (sub_s, sub_u), "files": {k: Path(v) for k, v in files.items()},
+            "seconds": total.seconds, "summary": summary}
+
+
+def _figure(path, embeddings):
+    """One column per method; rows coloured by epoch, layer and most-active class (where known)."""
+    from mphate.plot import available_colorings, coloring, scatter
+
+    any_trace = next(iter(embeddings.values()))[1]
+    names = [c for c in ("epoch", "layer", "class") if c in available_colorings(any_trace)]
+    ncols = len(embeddings)
+    fig = C.new_figure(2.3 * ncols + 1.2, 2.2 * len(names) + 0.3)
+    axes = fig.subplots(len(names), ncols, squeeze=False)
+    for j, (m, (emb, tr)) in enumerate(embeddings.items()):
+        for i, name in enumerate(names):
+            ax = axes[i, j]
+            last = j == ncols - 1
+            scatter(emb, coloring(tr, name), ax=ax, legend=last, colorbar=last, s=0.8, alpha=0.5)
+            ax.set_xlabel("")
+            ax.set_ylabel(name if j == 0 else "")
+            if i == 0:
+                ax.set_title(METHODS[m].label, fontsize=9)
+    return C.save(fig, path, dpi=90)

@@ -1,0 +1,222 @@
+"""The paper's generalisation experiment: does a heterogeneous picture go with less memorisation?
+
+Eight copies of one network are trained, differing only in regularisation or in corrupted
+training data: vanilla, dropout 0.5, kernel L1, kernel L2, activity L1, activity L2 (all 1e-4),
+random labels and random pixels. Each is traced after every epoch and embedded with M-PHATE.
+Memorisation error = final validation loss - final training loss; visualisation variance =
+:func:`mphate.metrics.visualization_variance` of its embedding. The paper reports a negative
+Spearman correlation between the two across the 8 networks.
+
+Defaults on digits (documented in docs/experiments/generalization.md): 64-128-128-128-10
+LeakyReLU(0.1), Adam lr 1e-3, batch 256, 300 epochs. The paper's MNIST settings (lr 1e-5) are
+used when ``data_dir`` points to MNIST files.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mphate.experiments import _common as C
+from mphate.experiments._train import GENERALIZATION_VARIANTS, load_data, run_parallel, train_generalization
+
+#: display names, in the paper's order
+LABELS = {
+    "vanilla": "Vanilla", "dropout": "Dropout", "kernel_l1": "Kernel L1", "kernel_l2": "Kernel L2",
+    "activity_l1": "Activity L1", "activity_l2": "Activity L2", "random_labels": "Random labels",
+    "random_pixels": "Random pixels",
+}
+
+#: final train / validation losses the paper's figure shows (MNIST, 300 epochs, lr 1e-5)
+PAPER_LOSSES = {
+    "dropout": (0.23, 0.14), "kernel_l1": (0.07, 0.09), "kernel_l2": (0.05, 0.08),
+    "vanilla": (0.04, 0.08), "activity_l1": (0.08, 0.19), "activity_l2": (0.03, 0.15),
+    "random_labels": (2.21, 2.35), "random_pixels": (1.74, 2.66),
+}
+
+
+def settings(data_name: str, *, epochs=None, lr=None, quick=False) -> dict:
+    """Training and embedding settings: the paper's on MNIST, ours on digits, tiny with quick."""
+    if quick:
+        s = dict(epochs=8, lr=3e-3, hidden=(16, 16, 16), n_per_class=3, embed_slices=8, n_landmark=None)
+    elif data_name == "mnist":
+        s = dict(epochs=300, lr=1e-5, hidden=(128, 128, 128), n_per_class=10, embed_slices=100,
+                 n_landmark=2000)
+    else:
+        s = dict(epochs=300, lr=1e-3, hidden=(128, 128, 128), n_per_class=10, embed_slices=60,
+                 n_landmark=2000)
+    if epochs is not None:
+        s["epochs"] = int(epochs)
+    if lr is not None:
+        s["lr"] = float(lr)
+    s["batch_size"] = 256
+    return s
+
+
+def run(out, *, data_dir=None, epochs=None, lr=None, quick=False, n_jobs: int = 2,
+        embed_slices=None, n_landmark="default", variants=GENERALIZATION_VARIANTS, seed: int = 0,
+        quiet: bool = False) -> dict:
+    """Train, trace and embed the networks; write tables and figures into ``out``.
+
+    Parameters
+    ----------
+    out : path
+        Output folder (created).
+    data_dir : path, optional
+        MNIST files (IDX or mnist.npz); default: the bundled digits.
+    epochs, lr : optional
+        Override the defaults of :func:`settings`.
+    quick : bool
+        Tiny networks and few epochs (for tests and a smoke run).
+    n_jobs : int
+        Networks trained at once, one process and one thread each.
+    embed_slices : int, optional
+        Every epoch is traced; about this many evenly spaced epochs (always the last) are
+        embedded. Default 60 on digits, 100 on MNIST.
+    n_landmark : int or None
+        M-PHATE landmarks (default 2000: eight embeddings must fit the time budget).
+
+    Returns
+    -------
+    dict with "rows" (one per network), "spearman_rho", "spearman_p", "files", "seconds".
+    """
+    from mphate.estimator import MPHATE
+    from mphate.metrics import visualization_variance
+
+    total = C.Timer()
+    out = C.output_dir(out)
+    data = load_data(None if data_dir is None else str(data_dir), seed)
+    cfg = settings(data.name, epochs=epochs, lr=lr, quick=quick)
+    if embed_slices is not None:
+        cfg["embed_slices"] = int(embed_slices)
+    if n_landmark != "default":
+        cfg["n_landmark"] = n_landmark
+    variants = list(variants)
+    C.log(f"generalization: {len(variants)} networks {data.n_inputs}-{'-'.join(map(str, cfg['hidden']))}-10 "
+          f"on {data.name} ({len(data.y_train)} train / {len(data.y_val)} validation), {cfg['epochs']} epochs, "
+          f"Adam lr {cfg['lr']:g}, batch {cfg['batch_size']}, {n_jobs} worker(s)", quiet)
+
+    train_timer = C.Timer()
+    jobs = [dict(variant=v, data_dir=None if data_dir is None else str(data_dir), epochs=cfg["epochs"],
+                 lr=cfg["lr"], batch_size=cfg["batch_size"], hidden=cfg["hidden"], seed=seed,
+                 n_per_class=cfg["n_per_class"]) for v in variants]
+    results = run_parallel(
+        train_generalization, jobs, n_jobs=n_jobs,
+        progress=lambda r: C.log(f"  trained {r['variant']} ({r['seconds']:.1f} s)", quiet),
+    )
+    train_seconds = train_timer.seconds
+
+    embed_timer = C.Timer()
+    rows, embeddings, traces, histories = [], {}, {}, {}
+    emb_dir = out / "embeddings"
+    emb_dir.mkdir(exist_ok=True)
+    for res in results:
+        variant, trace, hist = res["variant"], res["trace"], res["history"]
+        idx = C.even_indices(trace.n_slices, cfg["embed_slices"])
+        sub = C.slice_trace(trace, idx)
+        timer = C.Timer()
+        est = MPHATE(n_landmark=cfg["n_landmark"], interslice_knn=min(25, sub.n_slices - 1),
+                     random_state=seed)
+        emb = est.fit_transform(sub.data)
+        seconds = timer.seconds
+        variance = visualization_variance(emb, sub.n_slices)
+        np.savez_compressed(emb_dir / f"{variant}.npz", embedding=emb.astype(np.float32),
+                            epochs=sub.epochs, unit_layer=sub.unit_layer)
+        row = {
+            "network": variant,
+            "final_train_loss": float(hist["loss"][-1]),
+            "final_val_loss": float(hist["val_loss"][-1]),
+            "memorization_error": float(hist["val_loss"][-1] - hist["loss"][-1]),
+            "visualization_variance": variance,
+            "final_train_accuracy": float(hist["accuracy"][-1]),
+            "final_val_accuracy": float(hist["val_accuracy"][-1]),
+            "paper_train_loss": PAPER_LOSSES[variant][0],
+            "paper_val_loss": PAPER_LOSSES[variant][1],
+            "embedded_slices": sub.n_slices,
+            "points": emb.shape[0],
+            "train_seconds": res["seconds"],
+            "embed_seconds": seconds,
+        }
+        rows.append(row)
+        embeddings[variant], traces[variant], histories[variant] = emb, sub, hist
+        C.log(f"  embedded {variant}: {sub.n_slices} slices x {sub.n_units} units in {seconds:.1f} s; "
+              f"memorisation {row['memorization_error']:.3f}, variance {variance:.4g}", quiet)
+    embed_seconds = embed_timer.seconds
+
+    rho, p = C.spearman([r["memorization_error"] for r in rows], [r["visualization_variance"] for r in rows])
+    files = {}
+    files["table"] = C.write_csv(out / "generalization.csv", rows)
+    files["history"] = C.write_csv(out / "generalization_history.csv", [
+        {"network": v, "epoch": e + 1, **{k: float(h[k][e]) for k in ("loss", "val_loss", "accuracy", "val_accuracy")}}
+        for v, h in histories.items() for e in range(len(h["loss"]))
+    ])
+    files["figure"] = _embedding_figure(out / "generalization.png", rows, embeddings, traces)
+    files["losses"] = _loss_figure(out / "generalization_losses.png", histories)
+    files["variance"] = _variance_figure(out / "generalization_variance.png", rows, rho, p)
+    summary = {
+        "experiment": "generalization", "data": data.name, "n_train": len(data.y_train),
+        "n_val": len(data.y_val), "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
+        "spearman_rho": rho, "spearman_p": p,
+        "n_jobs": n_jobs, "train_seconds": train_seconds, "embed_seconds": embed_seconds,
+        "total_seconds": total.seconds,
+    }
+    files["summary"] = C.write_json(out / "generalization_summary.json", summary)
+    C.log(C.markdown_table(rows, ["network", "final_train_loss", "final_val_loss", "memorization_error",
+                                  "visualization_variance"]), quiet)
+    C.log(f"Spearman rho (memorisation error vs visualisation variance) = {rho:.3f} (p = {p:.3g}); "
+          f"total {total.seconds:.0f} s (training {train_seconds:.0f} s, embedding {embed_seconds:.0f} s)", quiet)
+    return {"rows": rows, "spearman_rho": rho, "spearman_p": p, "files": {k: Path(v) for k, v in files.items()},
+            "seconds": total.seconds, "summary": summary}
+
+
+def _embedding_figure(path, rows, embeddings, traces):
+    """The paper's 2 x 4 grid: each network coloured by most-active class, with its final losses."""
+    from mphate.plot import coloring, scatter
+
+    n = len(rows)
+    ncols = min(4, n)
+    nrows = int(np.ceil(n / ncols))
+    fig = C.new_figure(3.1 * ncols + 1.0, 3.0 * nrows)
+    grid = fig.add_gridspec(nrows, ncols)
+    for i, row in enumerate(rows):
+        ax = fig.add_subplot(grid[i // ncols, i % ncols])
+        v = row["network"]
+        scatter(embeddings[v], coloring(traces[v], "class"), ax=ax, legend=(i == ncols - 1),
+                s=1.5, alpha=0.5)
+        ax.set_title(f"{LABELS.get(v, v)}\ntrain {row['final_train_loss']:.3f} / val {row['final_val_loss']:.3f}",
+                     fontsize=9)
+        ax.set_xlabel("")
+        ax.set_ylabel("")
+    fig.suptitle("M-PHATE of each network, coloured by each unit's most-active class")
+    return C.save(fig, path)
+
+
+def _loss_figure(path, histories):
+    fig = C.new_figure(10, 3.4)
+    ax_train, ax_val = fig.subplots(1, 2)
+    for v, h in histories.items():
+        epochs = np.arange(1, len(h["loss"]) + 1)
+        (line,) = ax_train.plot(epochs, h["loss"], lw=1.2, label=LABELS.get(v, v))
+        ax_val.plot(epochs, h["val_loss"], lw=1.2, color=line.get_color())
+    for ax, title in ((ax_train, "training loss"), (ax_val, "validation loss")):
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.spines[["top", "right"]].set_visible(False)
+    ax_val.legend(handles=ax_train.get_lines(), fontsize="small", frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return C.save(fig, path)
+
+
+def _variance_figure(path, rows, rho, p):
+    fig = C.new_figure(5.2, 3.8)
+    ax = fig.add_subplot()
+    for r in rows:
+        ax.scatter(r["visualization_variance"], r["memorization_error"], s=25)
+        ax.annotate(LABELS.get(r["network"], r["network"]), (r["visualization_variance"], r["memorization_error"]),
+                    fontsize=8, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("visualisation variance")
+    ax.set_ylabel("memorisation error (val - train loss)")
+    ax.set_yscale("symlog", linthresh=0.1)
+    ax.set_title(f"Spearman rho = {rho:.2f} (p = {p:.2g})", fontsize=10)
+    ax.spines[["top", "right"]].set_visible(False)
+    return C.save(fig, path)
