@@ -1,0 +1,69 @@
+"""``mphate compare PATH``: the paper's Table 1, M-PHATE against other embeddings of a trace."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "compare",
+        help="the paper's Table 1: neighbourhood preservation of M-PHATE and other methods",
+        description="Embed a trace with M-PHATE, PHATE on the flattened trace (our implementation "
+        "of PHATE's published method), diffusion maps, Isomap and t-SNE on the flattened trace "
+        "and on the multislice graph's geodesic distances, and umap-learn's AlignedUMAP when "
+        "installed; score intraslice and interslice neighbourhood preservation (in the z-scored "
+        "and in the raw activation space) and time; write compare_table.csv, compare_scores.csv, "
+        "compare_summary.json and the figure compare.png. Methods that need all pairwise "
+        "distances, or that are too slow at full size, run on an evenly spaced subsample of "
+        "slices and units, which the output says; every method is scored on that subsample.",
+    )
+    parser.add_argument("path", help="trace store directory or .npz/.npy/.mat trace file; or 'digits' "
+                        "to train the generalisation experiment's vanilla network on the bundled digits "
+                        "(300 epochs, traced every 5) and compare on its trace")
+    parser.add_argument("-o", "--out", metavar="DIR", default="mphate_compare",
+                        help="output folder (default: %(default)s)")
+    parser.add_argument("--methods", metavar="M", nargs="+",
+                        help="methods to run (default: all): mphate phate dm isomap tsne dm_graph "
+                        "isomap_graph tsne_graph aligned_umap")
+    parser.add_argument("--k", type=int, nargs="+", default=[10, 40], metavar="K",
+                        help="neighbourhood sizes (default: 10 40)")
+    parser.add_argument("--max-points", type=int, default=10000, metavar="N",
+                        help="size of the subsample for the methods that cannot take the full trace "
+                        "(default: %(default)s)")
+    parser.add_argument("--n-landmark", type=int, default=None, metavar="N",
+                        help="landmarks for M-PHATE and PHATE (default: their own, 4000 and 2000)")
+    parser.add_argument("--epochs", type=int, default=300,
+                        help="with 'digits': training epochs (default: %(default)s)")
+    parser.add_argument("--trace-every", type=int, default=5, metavar="N",
+                        help="with 'digits': epochs between slices (default: %(default)s)")
+    parser.add_argument("--quick", action="store_true",
+                        help="with 'digits': a tiny network (a smoke run, not the experiment)")
+    parser.add_argument("--random-state", type=int, default=0, metavar="SEED")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from mphate.cli.embed import read_trace
+    from mphate.experiments import compare
+    from mphate.experiments._common import output_dir
+
+    for k in args.k:
+        if k < 1:
+            raise ValueError(f"--k values must be positive; got {k}")
+    if args.max_points < 100:
+        raise ValueError(f"--max-points must be at least 100; got {args.max_points}")
+    out = output_dir(args.out)  # fail before a long computation, not after
+    if args.path == "digits":
+        trace = compare.digits_trace(args.epochs, args.trace_every, seed=args.random_state, quick=args.quick)
+        from mphate.io import save_npz
+
+        save_npz(trace, out / "digits_trace.npz")
+    else:
+        trace = read_trace(args.path)
+    result = compare.run(trace, out, methods=args.methods, ks=tuple(args.k), max_points=args.max_points,
+                         n_landmark=args.n_landmark, random_state=args.random_state, quiet=args.quiet)
+    if not args.quiet:
+        for name, path in result["files"].items():
+            print(f"wrote {path}")
+    return 0

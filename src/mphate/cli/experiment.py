@@ -1,0 +1,123 @@
+"""``mphate experiment generalization|continual``: the paper's two experiments, end to end."""
+from __future__ import annotations
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "experiment",
+        help="run one of the paper's experiments (generalization, continual) end to end",
+        description="Train, trace and embed the networks of one of the paper's experiments and "
+        "write its figures and CSV tables. Runs on scikit-learn's bundled 8x8 digits by default, "
+        "or on MNIST read from local files with --data-dir (nothing is downloaded).",
+    )
+    sub = parser.add_subparsers(dest="experiment", metavar="EXPERIMENT")
+    gen = sub.add_parser(
+        "generalization",
+        help="8 networks (vanilla, dropout, kernel/activity L1/L2, random labels/pixels): "
+        "memorisation error against visualisation variance",
+        description="Train the 8 networks of the paper's generalisation experiment in parallel, "
+        "trace every epoch, embed each with M-PHATE, and write generalization.png (2 x 4, coloured "
+        "by most-active class, with final train / validation loss), generalization.csv "
+        "(memorisation error and visualisation variance), generalization_history.csv, loss and "
+        "variance figures, and generalization_summary.json with Spearman's rho.",
+    )
+    _common(gen, "mphate_generalization", "training epochs (default: 300)")
+    gen.add_argument("--lr", type=float, help="Adam learning rate (default: 1e-3 on digits, 1e-5 on MNIST)")
+    gen.add_argument("--embed-slices", type=int, metavar="N",
+                     help="embed about N evenly spaced epochs (default: 60 on digits, 100 on MNIST)")
+    gen.set_defaults(func=_run_generalization)
+    cont = sub.add_parser(
+        "continual",
+        help="5 digit-pair tasks x 3 scenarios x 3 learners: structure kept across task switches "
+        "(ARI) against forgetting",
+        description="Train 9 continual learners (scenarios: incremental task / domain / class; "
+        "learners: Adam, Adagrad, Adam with rehearsal) on 5 digit-pair tasks in parallel, trace "
+        "every N batches, embed each with M-PHATE (interslice_knn 12), and write "
+        "continual_time.png and continual_task.png (3 x 3), continual_losses.png, continual.csv "
+        "(ARI across task switches and final validation loss), continual_history.csv and "
+        "continual_summary.json with the correlation.",
+    )
+    _common(cont, "mphate_continual", "epochs per task (default: 4)")
+    cont.add_argument("--trace-every", type=int, metavar="N",
+                      help="batches between traced slices (default: 2 on digits, 50 on MNIST)")
+    cont.set_defaults(func=_run_continual)
+    parser.set_defaults(func=lambda args: _missing(parser))
+
+
+def _common(parser, default_out, epochs_help) -> None:
+    parser.add_argument("-o", "--out", metavar="DIR", default=default_out,
+                        help="output folder (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, help=epochs_help)
+    parser.add_argument("--data-dir", metavar="DIR",
+                        help="MNIST files (the four IDX files, optionally .gz, or mnist.npz) instead of "
+                        "the bundled digits")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny networks and few epochs: a smoke run, not the experiment")
+    parser.add_argument("--n-jobs", type=int, default=2, metavar="N",
+                        help="networks trained at once, one process each (default: %(default)s)")
+    parser.add_argument("--n-landmark", type=_landmarks, default="default", metavar="N",
+                        help="M-PHATE landmarks, or 'none' (default: 2000)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+
+
+def _landmarks(text: str):
+    import argparse
+
+    if text.lower() in ("none", "0"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 2 or 'none', not {text!r}")
+    return value
+
+
+def _missing(parser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _check(args) -> None:
+    if args.epochs is not None and args.epochs < 1:
+        raise ValueError(f"--epochs must be positive; got {args.epochs}")
+    if args.n_jobs < 1:
+        raise ValueError(f"--n-jobs must be positive; got {args.n_jobs}")
+    if args.data_dir is not None:
+        from pathlib import Path
+
+        if not Path(args.data_dir).exists():
+            raise FileNotFoundError(f"no MNIST data at {args.data_dir}")
+
+
+def _report(args, result) -> int:
+    if not args.quiet:
+        for path in result["files"].values():
+            print(f"wrote {path}")
+    return 0
+
+
+def _run_generalization(args) -> int:
+    from mphate.experiments import generalization
+
+    _check(args)
+    if args.lr is not None and not args.lr > 0:
+        raise ValueError(f"--lr must be positive; got {args.lr}")
+    result = generalization.run(args.out, data_dir=args.data_dir, epochs=args.epochs, lr=args.lr,
+                                quick=args.quick, n_jobs=args.n_jobs, embed_slices=args.embed_slices,
+                                n_landmark=args.n_landmark, seed=args.seed, quiet=args.quiet)
+    return _report(args, result)
+
+
+def _run_continual(args) -> int:
+    from mphate.experiments import continual
+
+    _check(args)
+    if args.trace_every is not None and args.trace_every < 1:
+        raise ValueError(f"--trace-every must be positive; got {args.trace_every}")
+    result = continual.run(args.out, data_dir=args.data_dir, epochs=args.epochs, trace_every=args.trace_every,
+                           quick=args.quick, n_jobs=args.n_jobs, n_landmark=args.n_landmark, seed=args.seed,
+                           quiet=args.quiet)
+    return _report(args, result)
