@@ -15,6 +15,14 @@ from mphate._validation import check_sizes, check_trace_array
 from mphate.normalize import zscore_units
 
 
+def _peak_memory_note() -> str:
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return ""
+    return f", peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
+
+
 class _StageLog:
     """Timed log lines on stderr, one per pipeline stage; silent when verbose is 0."""
 
@@ -31,7 +39,9 @@ class _StageLog:
         elapsed = time.perf_counter() - start
         self.timings[name] = elapsed
         if self.verbose:
-            cpu = f" (cpu {time.process_time() - cpu_start:.2f} s)" if self.verbose >= 2 else ""
+            cpu = ""
+            if self.verbose >= 2:
+                cpu = f" (cpu {time.process_time() - cpu_start:.2f} s{_peak_memory_note()})"
             print(f"[mphate] {name}: {elapsed:.2f} s{cpu}", file=sys.stderr, flush=True)
 
     def note(self, message: str):
@@ -240,9 +250,9 @@ class MPHATE(BaseEstimator):
                     log.note(f"t = {self.t_} (knee of the von Neumann entropy)")
                 else:
                     self.t_ = int(self.t)
-                transition = self._spectrum.power(self.t_)
-                potential = diffusion.potential(transition, self.gamma)
-                del transition
+                potential = diffusion.potential(
+                    self._spectrum.power(self.t_), self.gamma, inplace=True
+                )
 
             with log.stage("classical MDS"):
                 rng = check_random_state(self.random_state)
@@ -250,7 +260,7 @@ class MPHATE(BaseEstimator):
             if self.mds == "metric":
                 with log.stage("metric MDS"):
                     distances = mds.pairwise_distances(potential, dtype=np.float32)
-                    del potential
+                    del potential  # the largest array alive; SMACOF needs only distances
                     landmark_embedding, n_iter = mds.smacof(
                         distances, init, max_iter=self.mds_max_iter, tol=self.mds_tol
                     )
@@ -259,7 +269,7 @@ class MPHATE(BaseEstimator):
                 landmark_embedding = init
             self.landmark_embedding_ = landmark_embedding
             with log.stage("map landmarks to points"):
-                embedding = operator.point_to_landmark @ landmark_embedding
+                embedding = operator.point_to_landmark @ landmark_embedding.astype(np.float64)
             self.embedding_ = np.asarray(embedding, dtype=np.float64)
         self.timings_ = dict(log.timings)
         log.note(f"total: {sum(log.timings.values()):.2f} s")

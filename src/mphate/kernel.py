@@ -94,8 +94,10 @@ def intraslice_kernel(
     csr_matrix, shape (N, N) with N = n_slices * n_units, block diagonal, float32
     """
     n_slices, n_units, _ = data.shape
+    n = n_slices * n_units
     chunk = _CHUNK_BYTES // (4 * n_units * n_units * 3)
-    rows, cols, vals = [], [], []
+    index_dtype = np.int32 if n < 2**31 else np.int64
+    row_counts, cols, vals = [], [], []
     with np.errstate(over="ignore", under="ignore"):
         for s0, s1 in _chunk_ranges(n_slices, chunk):
             dist = batched_distances(data[s0:s1])
@@ -107,23 +109,20 @@ def intraslice_kernel(
             affinity = np.exp(dist, out=dist)
             affinity += affinity.transpose(0, 2, 1).copy()
             affinity *= 0.5
-            batch, i, j = np.nonzero(affinity >= threshold)
-            offset = (batch + s0) * n_units
-            rows.append(offset + i)
-            cols.append(offset + j)
-            vals.append(affinity[batch, i, j])
-    n = n_slices * n_units
-    rows = np.concatenate(rows)
-    # np.nonzero yields row-major order, so rows are already sorted: build CSR directly
+            keep = affinity >= threshold
+            # row-major order of the kept entries is CSR order: only the column indices and
+            # the per-row counts are needed
+            row_counts.append(keep.sum(axis=2).ravel())
+            flat_row, col = np.nonzero(keep.reshape(-1, n_units))
+            cols.append((col + (flat_row // n_units + s0) * n_units).astype(index_dtype))
+            vals.append(affinity[keep])
     indptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
-    index_dtype = np.int32 if len(rows) < 2**31 and n < 2**31 else np.int64
+    np.cumsum(np.concatenate(row_counts), out=indptr[1:])
+    if indptr[-1] >= 2**31:
+        index_dtype = np.int64
     return sp.csr_matrix(
-        (
-            np.concatenate(vals).astype(np.float32),
-            np.concatenate(cols).astype(index_dtype),
-            indptr.astype(index_dtype),
-        ),
+        (np.concatenate(vals), np.concatenate(cols).astype(index_dtype, copy=False),
+         indptr.astype(index_dtype)),
         shape=(n, n),
     )
 

@@ -44,25 +44,38 @@ def spectral_features(
     inv_sqrt_deg = (1.0 / np.sqrt(kernel.degrees())).astype(np.float32)[:, None]
 
     def apply(vectors):
-        return inv_sqrt_deg * kernel.matmat(inv_sqrt_deg * vectors)
+        result = kernel.matmat(inv_sqrt_deg * vectors)
+        result *= inv_sqrt_deg
+        return result
 
-    basis = _orthonormalize(rng.standard_normal((n, block)).astype(np.float32))
+    generator = np.random.default_rng(rng.randint(2**31 - 1))
+    basis = _orthonormalize(generator.standard_normal((n, block), dtype=np.float32))
     applied = apply(basis)
     cutoff = 0.5
     for _ in range(n_rounds):
-        # map [-1, cutoff] onto [-1, 1], where Chebyshev polynomials stay bounded by 1
+        # Chebyshev recurrence on x = (A - centre) / half_width, which maps [-1, cutoff] onto
+        # [-1, 1]: T_k+1 = 2 x T_k - T_k-1, updated in place to keep three blocks alive
         centre, half_width = (cutoff - 1.0) / 2, (cutoff + 1.0) / 2
-        previous, current = basis, (applied - centre * basis) / half_width
+        previous = basis
+        current = applied
+        current -= centre * basis
+        current /= half_width
         for _ in range(2, degree + 1):
-            following = 2.0 * (apply(current) - centre * current) / half_width - previous
+            following = apply(current)
+            following -= centre * current
+            following *= 2.0 / half_width
+            following -= previous
             previous, current = current, following
+        del previous
         basis = _orthonormalize(current)
+        del current
         applied = apply(basis)
         ritz_values, ritz_vectors = np.linalg.eigh(_symmetric_part(basis.T @ applied))
         order = np.argsort(ritz_values)[::-1]
         ritz_values, ritz_vectors = ritz_values[order], ritz_vectors[:, order].astype(np.float32)
         basis, applied = basis @ ritz_vectors, applied @ ritz_vectors
         cutoff = float(np.clip(ritz_values[-1], 0.0, 0.999))
+    del applied
     keep = slice(1, n_components + 1)  # drop the trivial (constant) eigenvector
     coords = basis[:, keep] * inv_sqrt_deg
     coords *= np.abs(ritz_values[keep]).astype(np.float32)
@@ -215,7 +228,7 @@ class LandmarkOperator:
 
     @property
     def n_landmark(self) -> int:
-        return self.symmetric.shape[0]
+        return len(self.scale)
 
 
 def landmark_operator(kernel, labels: np.ndarray) -> LandmarkOperator:
@@ -229,14 +242,18 @@ def landmark_operator(kernel, labels: np.ndarray) -> LandmarkOperator:
     affinity = kernel.aggregate(labels, n_groups)  # W, (N, n_groups)
     degrees = np.asarray(affinity.sum(axis=1)).ravel()
     scale = np.asarray(affinity.sum(axis=0)).ravel()
-    point_to_landmark = sp.diags(1.0 / degrees) @ affinity
+    point_to_landmark = (sp.diags(1.0 / degrees) @ affinity).astype(np.float32).tocsr()
     # G = W^T D^-1 W is the costly sparse product; float32 halves its memory traffic
     affinity_t = affinity.T.astype(np.float32).tocsr()
-    gram = (affinity_t @ point_to_landmark.astype(np.float32)).toarray().astype(np.float64)
-    point_to_landmark = point_to_landmark.tocsr()
-    inv_sqrt_scale = 1.0 / np.sqrt(scale)
-    symmetric = gram * inv_sqrt_scale[:, None] * inv_sqrt_scale[None, :]
-    symmetric = (symmetric + symmetric.T) / 2
+    del affinity
+    symmetric = (affinity_t @ point_to_landmark).toarray()
+    del affinity_t
+    inv_sqrt_scale = (1.0 / np.sqrt(scale)).astype(np.float32)
+    symmetric *= inv_sqrt_scale[:, None]
+    symmetric *= inv_sqrt_scale[None, :]
+    # symmetrise in place (rounding breaks exact symmetry): S <- (S + S^T) / 2
+    symmetric += symmetric.T.copy()
+    symmetric *= 0.5
     return LandmarkOperator(labels, point_to_landmark, symmetric, scale)
 
 

@@ -74,22 +74,23 @@ def smacof(
     coords = np.array(init, dtype=np.float64)
     coords -= coords.mean(axis=0)
     # start at the scale that best fits the targets, so the first steps are not spent rescaling
-    dist = pairwise_distances(coords).astype(np.float32)
-    denom = float((dist.astype(np.float64) ** 2).sum())
+    dist = np.empty((n, n), dtype=np.float32)
+    _distances_into(coords.astype(np.float32), dist)
+    denom = 2 * n * float((coords * coords).sum())  # sum_ij d_ij^2 for centred points
     if denom > 0:
         coords *= float(np.vdot(delta, dist)) / denom
     delta_sq_sum = float((delta.astype(np.float64) ** 2).sum())
     previous = np.inf
     n_iter = 0
-    diag = np.arange(n)
     for n_iter in range(1, max_iter + 1):
+        coords -= coords.mean(axis=0)
         _distances_into(coords.astype(np.float32), dist)
-        # raw stress = sum (d - delta)^2 / 2, expanded so no temporary n x n array is needed
-        cross = float(np.vdot(delta, dist))
-        raw_stress = (float(np.vdot(dist, dist)) - 2 * cross + delta_sq_sum) / 2
-        # coincident points (and the diagonal) get no pull: delta / inf = 0
-        np.putmask(dist, dist == 0, np.inf)
-        np.divide(delta, dist, out=dist)  # dist now holds delta / d
+        # raw stress = sum_ij (d - delta)^2 / 2; for centred points sum_ij d^2 = 2 n sum_i |x_i|^2,
+        # so only the cross term needs a pass over the n x n arrays
+        dist_sq_sum = 2 * n * float((coords * coords).sum())
+        raw_stress = (dist_sq_sum - 2 * float(np.vdot(delta, dist)) + delta_sq_sum) / 2
+        # delta / d, with coincident points (and the diagonal) pulling nothing
+        np.divide(delta, dist, out=dist, where=dist > 0)
         ratio_sums = dist.sum(axis=1, dtype=np.float64)
         coords = (ratio_sums[:, None] * coords - dist @ coords.astype(np.float32)) / n
         if np.isfinite(previous) and previous - raw_stress <= tol * previous:
@@ -99,12 +100,15 @@ def smacof(
 
 
 def _distances_into(points: np.ndarray, out: np.ndarray) -> None:
-    """Euclidean distances between rows of low-dimensional ``points``, written into ``out``."""
-    points = points - points.mean(axis=0)
-    sq = np.einsum("ij,ij->i", points, points)
-    np.matmul(points, points.T, out=out)
-    out *= -2.0
-    out += sq[:, None]
-    out += sq[None, :]
+    """Euclidean distances between rows of low-dimensional ``points``, written into ``out``.
+
+    ``|x|^2 + |y|^2 - 2 x.y`` comes out of one matrix product of augmented coordinates, so the
+    n x n array is written once rather than built up over several passes.
+    """
+    sq = np.einsum("ij,ij->i", points, points)[:, None]
+    ones = np.ones_like(sq)
+    left = np.hstack([points, ones, sq])
+    right = np.hstack([-2.0 * points, sq, ones])
+    np.matmul(left, right.T, out=out)
     np.maximum(out, 0.0, out=out)
     np.sqrt(out, out=out)

@@ -20,7 +20,7 @@ def zscore_units(data: np.ndarray, dtype=np.float32) -> np.ndarray:
     """
     out = np.empty(data.shape, dtype=dtype)
     # chunk over slices to bound the float64 temporaries
-    chunk = max(1, int(2**26 // max(1, data.shape[1] * data.shape[2])))
+    chunk = max(1, int(2**22 // max(1, data.shape[1] * data.shape[2])))
     for start in range(0, data.shape[0], chunk):
         block = np.array(data[start : start + chunk], dtype=np.float64)
         # z-scores are scale-invariant; dividing by the largest magnitude first keeps

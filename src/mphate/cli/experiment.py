@@ -1,6 +1,10 @@
 """``mphate experiment generalization|continual``: the paper's two experiments, end to end."""
 from __future__ import annotations
 
+# kept here (not imported from the experiments) so that `mphate --help` does not import torch
+GENERALIZATION_NETWORKS = ("vanilla", "dropout", "kernel_l1", "kernel_l2", "activity_l1", "activity_l2",
+                           "random_labels", "random_pixels")
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -25,6 +29,9 @@ def add_parser(subparsers) -> None:
     gen.add_argument("--lr", type=float, help="Adam learning rate (default: 1e-3 on digits, 1e-5 on MNIST)")
     gen.add_argument("--embed-slices", type=int, metavar="N",
                      help="embed about N evenly spaced epochs (default: 60 on digits, 100 on MNIST)")
+    gen.add_argument("--networks", nargs="+", metavar="NAME", choices=GENERALIZATION_NETWORKS,
+                     default=list(GENERALIZATION_NETWORKS),
+                     help="networks to train (default: all 8): " + " ".join(GENERALIZATION_NETWORKS))
     gen.set_defaults(func=_run_generalization)
     cont = sub.add_parser(
         "continual",
@@ -40,6 +47,10 @@ def add_parser(subparsers) -> None:
     _common(cont, "mphate_continual", "epochs per task (default: 4)")
     cont.add_argument("--trace-every", type=int, metavar="N",
                       help="batches between traced slices (default: 2 on digits, 50 on MNIST)")
+    cont.add_argument("--scenarios", nargs="+", metavar="NAME", choices=("task", "domain", "class"),
+                      default=["task", "domain", "class"], help="scenarios (default: task domain class)")
+    cont.add_argument("--learners", nargs="+", metavar="NAME", choices=("adam", "adagrad", "rehearsal"),
+                      default=["adam", "adagrad", "rehearsal"], help="learners (default: adam adagrad rehearsal)")
     cont.set_defaults(func=_run_continual)
     parser.set_defaults(func=lambda args: _missing(parser))
 
@@ -107,7 +118,8 @@ def _run_generalization(args) -> int:
         raise ValueError(f"--lr must be positive; got {args.lr}")
     result = generalization.run(args.out, data_dir=args.data_dir, epochs=args.epochs, lr=args.lr,
                                 quick=args.quick, n_jobs=args.n_jobs, embed_slices=args.embed_slices,
-                                n_landmark=args.n_landmark, seed=args.seed, quiet=args.quiet)
+                                n_landmark=args.n_landmark, variants=args.networks, seed=args.seed,
+                                quiet=args.quiet)
     return _report(args, result)
 
 
@@ -118,6 +130,6 @@ def _run_continual(args) -> int:
     if args.trace_every is not None and args.trace_every < 1:
         raise ValueError(f"--trace-every must be positive; got {args.trace_every}")
     result = continual.run(args.out, data_dir=args.data_dir, epochs=args.epochs, trace_every=args.trace_every,
-                           quick=args.quick, n_jobs=args.n_jobs, n_landmark=args.n_landmark, seed=args.seed,
-                           quiet=args.quiet)
+                           quick=args.quick, n_jobs=args.n_jobs, n_landmark=args.n_landmark,
+                           scenarios=args.scenarios, learners=args.learners, seed=args.seed, quiet=args.quiet)
     return _report(args, result)

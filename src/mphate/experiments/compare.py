@@ -379,7 +379,8 @@ def run(trace, out, *, methods=None, ks=(10, 40), max_points: int = 10000, n_lan
         skipped["aligned_umap"] = "umap-learn is not installed (pip install \"mphate[compare]\")"
         methods = [m for m in methods if m != "aligned_umap"]
         C.log("compare: skipping AlignedUMAP: umap-learn is not installed (pip install \"mphate[compare]\")", quiet)
-    sub_s, sub_u = subsample(n_slices, n_units, max_points)
+    need = max(ks) + 1 if ks else 2
+    sub_s, sub_u = subsample(n_slices, n_units, max_points, min_slices=need, min_units=need)
     is_sub = len(sub_s) < n_slices or len(sub_u) < n_units
     sub_trace = C.slice_trace(trace, sub_s, sub_u)
     sub_rows = (sub_s[:, None] * n_units + sub_u[None, :]).ravel()  # full-embedding rows of the subsample
