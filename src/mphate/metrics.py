@@ -162,8 +162,12 @@ def task_switch_ari(embedding_before, embedding_after, k_range=range(3, 9), n_se
 
     from sklearn.exceptions import ConvergenceWarning
 
+    from threadpoolctl import threadpool_limits
+
     scores = []
-    with warnings.catch_warnings():
+    # one OpenMP thread: on a few hundred points k-means is quick, and on a busy machine its
+    # parallel barriers can cost a hundred times the work
+    with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="openmp"):
         # units piled on one spot give fewer distinct clusters than k: that is a valid answer
         warnings.simplefilter("ignore", ConvergenceWarning)
         for k in ks:

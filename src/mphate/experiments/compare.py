@@ -259,12 +259,33 @@ def aligned_umap(data: np.ndarray, random_state=0) -> np.ndarray:
     z = zscore_units(data).astype(np.float64)
     n_slices, n_units, _ = z.shape
     relation = {u: u for u in range(n_units)}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = umap.AlignedUMAP(n_components=2, n_neighbors=min(15, n_units - 1),
-                                 random_state=random_state)
-        model.fit(list(z), relations=[relation] * (n_slices - 1))
+    numba = require("numba", "AlignedUMAP in `mphate compare`")
+    threads = numba.get_num_threads()
+    # one numba thread, for the same reason as t-SNE's one OpenMP thread (3-4 times faster
+    # on a busy 2-core machine); a fixed random_state makes UMAP serial anyway
+    numba.set_num_threads(1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = umap.AlignedUMAP(n_components=2, n_neighbors=min(15, n_units - 1),
+                                     random_state=random_state)
+            model.fit(list(z), relations=[relation] * (n_slices - 1))
+    finally:
+        numba.set_num_threads(threads)
     return np.concatenate([np.asarray(e) for e in model.embeddings_], axis=0)
+
+
+def _tsne(X, **kwargs) -> np.ndarray:
+    """scikit-learn's Barnes-Hut t-SNE (perplexity 30), with one OpenMP thread.
+
+    On a busy 2-core machine its OpenMP barriers made t-SNE of 90 points take 40 s instead of
+    half a second; one thread costs at most the second core's share on a quiet machine.
+    """
+    from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="openmp"):
+        return TSNE(2, perplexity=min(30, (len(X) - 1) / 3), **kwargs).fit_transform(X)
 
 
 def embed(method: str, data: np.ndarray, *, random_state=0, n_landmark=None) -> np.ndarray:
@@ -285,10 +306,7 @@ def embed(method: str, data: np.ndarray, *, random_state=0, n_landmark=None) -> 
         if method == "dm_graph":
             dist, idx = knn_from_distances(D, 15)
             return diffusion_map(dist, idx, random_state=random_state)
-        from sklearn.manifold import TSNE
-
-        return TSNE(2, metric="precomputed", init="random", perplexity=min(30, (len(D) - 1) / 3),
-                    random_state=random_state).fit_transform(D)
+        return _tsne(D, metric="precomputed", init="random", random_state=random_state)
     X = zscore_units(data).reshape(-1, n_trace).astype(np.float64)
     if method == "phate":
         return phate_flattened(X, n_landmark=2000 if n_landmark is None else n_landmark,
@@ -301,10 +319,7 @@ def embed(method: str, data: np.ndarray, *, random_state=0, n_landmark=None) -> 
 
         return Isomap(n_neighbors=min(10, len(X) - 1), n_components=2).fit_transform(X)
     if method == "tsne":
-        from sklearn.manifold import TSNE
-
-        return TSNE(2, init="pca", perplexity=min(30, (len(X) - 1) / 3),
-                    random_state=random_state).fit_transform(X)
+        return _tsne(X, init="pca", random_state=random_state)
     raise ValueError(f"unknown method {method!r}; choose from {list(METHODS)}")
 
 
