@@ -1,6 +1,8 @@
 """``mphate experiment generalization|continual``: the paper's two experiments, end to end."""
 from __future__ import annotations
 
+import argparse
+
 # kept here (not imported from the experiments) so that `mphate --help` does not import torch
 GENERALIZATION_NETWORKS = ("vanilla", "dropout", "kernel_l1", "kernel_l2", "activity_l1", "activity_l2",
                            "random_labels", "random_pixels")
@@ -66,15 +68,14 @@ def _common(parser, default_out, epochs_help) -> None:
                         help="tiny networks and few epochs: a smoke run, not the experiment")
     parser.add_argument("--n-jobs", type=int, default=2, metavar="N",
                         help="networks trained at once, one process each (default: %(default)s)")
-    parser.add_argument("--n-landmark", type=_landmarks, default="default", metavar="N",
+    # SUPPRESS: absent unless given, since "none" (no landmarks) is itself a value
+    parser.add_argument("--n-landmark", type=_landmarks, default=argparse.SUPPRESS, metavar="N",
                         help="M-PHATE landmarks, or 'none' (default: 2000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
 
 
 def _landmarks(text: str):
-    import argparse
-
     if text.lower() in ("none", "0"):
         return None
     try:
@@ -118,8 +119,8 @@ def _run_generalization(args) -> int:
         raise ValueError(f"--lr must be positive; got {args.lr}")
     result = generalization.run(args.out, data_dir=args.data_dir, epochs=args.epochs, lr=args.lr,
                                 quick=args.quick, n_jobs=args.n_jobs, embed_slices=args.embed_slices,
-                                n_landmark=args.n_landmark, variants=args.networks, seed=args.seed,
-                                quiet=args.quiet)
+                                n_landmark=getattr(args, "n_landmark", "default"), variants=args.networks,
+                                seed=args.seed, quiet=args.quiet)
     return _report(args, result)
 
 
@@ -130,6 +131,6 @@ def _run_continual(args) -> int:
     if args.trace_every is not None and args.trace_every < 1:
         raise ValueError(f"--trace-every must be positive; got {args.trace_every}")
     result = continual.run(args.out, data_dir=args.data_dir, epochs=args.epochs, trace_every=args.trace_every,
-                           quick=args.quick, n_jobs=args.n_jobs, n_landmark=args.n_landmark,
-                           scenarios=args.scenarios, learners=args.learners, seed=args.seed, quiet=args.quiet)
+                           quick=args.quick, n_jobs=args.n_jobs,
+                           n_landmark=getattr(args, "n_landmark", "default"), scenarios=args.scenarios, learners=args.learners, seed=args.seed, quiet=args.quiet)
     return _report(args, result)
