@@ -35,11 +35,10 @@ class SpectralDecomposition:
         eigenvalues, eigenvectors = scipy.linalg.eigh(
             symmetric, driver="evd", check_finite=False, overwrite_a=True
         )
-        order = np.argsort(eigenvalues)[::-1]
-        # a stochastic operator has spectrum in [-1, 1]; rounding can leave values a hair
-        # outside
-        self.eigenvalues = np.clip(eigenvalues[order].astype(np.float64), -1.0, 1.0)
-        self.eigenvectors = eigenvectors[:, order]
+        # eigh returns ascending order: reverse by views, not an n x n copy.
+        # A stochastic operator has spectrum in [-1, 1]; rounding can leave values a hair outside
+        self.eigenvalues = np.clip(eigenvalues[::-1].astype(np.float64), -1.0, 1.0)
+        self.eigenvectors = eigenvectors[:, ::-1]
         self.scale = np.asarray(scale, dtype=np.float64)
 
     def power(self, t: int, tol: float = 1e-12) -> np.ndarray:
@@ -47,7 +46,7 @@ class SpectralDecomposition:
         powered = self.eigenvalues**t
         # components whose weight vanished at this t add nothing but cost
         keep = np.abs(powered) > tol * np.abs(powered).max()
-        vectors = self.eigenvectors[:, keep]
+        vectors = self.eigenvectors if keep.all() else self.eigenvectors[:, keep]
         dtype = vectors.dtype
         sqrt_scale = np.sqrt(self.scale)
         left = ((vectors * powered[keep]) / sqrt_scale[:, None]).astype(dtype)

@@ -15,6 +15,32 @@ from mphate._validation import check_sizes, check_trace_array
 from mphate.normalize import zscore_units
 
 
+def _release_free_memory() -> None:
+    """Hand freed heap pages back to the OS between stages (glibc only).
+
+    The stages allocate and free many arrays of tens of MB; glibc keeps such freed blocks in
+    its heap, so without a trim the process's footprint is the sum of the stages' scratch
+    rather than the largest of them.
+    """
+    global _malloc_trim
+    if _malloc_trim is None:
+        _malloc_trim = False
+        try:
+            import ctypes
+            import ctypes.util
+
+            libc_name = ctypes.util.find_library("c")
+            if libc_name and sys.platform.startswith("linux"):
+                _malloc_trim = ctypes.CDLL(libc_name).malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim = None
+
+
 def _peak_memory_note() -> str:
     try:
         import resource
@@ -36,6 +62,7 @@ class _StageLog:
         if self.verbose >= 2:
             print(f"[mphate] {name}...", file=sys.stderr, flush=True)
         yield
+        _release_free_memory()
         elapsed = time.perf_counter() - start
         self.timings[name] = elapsed
         if self.verbose:
@@ -255,11 +282,15 @@ class MPHATE(BaseEstimator):
                 )
 
             with log.stage("classical MDS"):
+                # centre once in place: distances and PCA ignore it, and no copy is needed
+                potential -= potential.mean(axis=0)
                 rng = check_random_state(self.random_state)
-                init = mds.classical_mds_from_points(potential, self.n_components, random_state=rng)
+                init = mds.classical_mds_from_points(
+                    potential, self.n_components, random_state=rng, center=False
+                )
             if self.mds == "metric":
                 with log.stage("metric MDS"):
-                    distances = mds.pairwise_distances(potential, dtype=np.float32)
+                    distances = mds.pairwise_distances(potential, dtype=np.float32, center=False)
                     del potential  # the largest array alive; SMACOF needs only distances
                     landmark_embedding, n_iter = mds.smacof(
                         distances, init, max_iter=self.mds_max_iter, tol=self.mds_tol

@@ -240,8 +240,8 @@ def landmark_operator(kernel, labels: np.ndarray) -> LandmarkOperator:
     """
     n_groups = int(labels.max()) + 1
     affinity = kernel.aggregate(labels, n_groups)  # W, (N, n_groups)
-    degrees = np.asarray(affinity.sum(axis=1)).ravel()
-    scale = np.asarray(affinity.sum(axis=0)).ravel()
+    degrees = np.asarray(affinity.sum(axis=1, dtype=np.float64)).ravel()
+    scale = np.asarray(affinity.sum(axis=0, dtype=np.float64)).ravel()
     point_to_landmark = (sp.diags(1.0 / degrees) @ affinity).astype(np.float32).tocsr()
     # G = W^T D^-1 W is the costly sparse product; float32 halves its memory traffic
     affinity_t = affinity.T.astype(np.float32).tocsr()

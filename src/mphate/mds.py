@@ -5,11 +5,12 @@ import numpy as np
 from sklearn.utils.extmath import randomized_svd
 
 
-def pairwise_distances(points: np.ndarray, dtype=np.float64) -> np.ndarray:
+def pairwise_distances(points: np.ndarray, dtype=np.float64, center: bool = True) -> np.ndarray:
     """Euclidean distances between rows, shape (n, n), exact zero diagonal."""
     points = np.asarray(points, dtype=dtype)
-    # centring first keeps the |x|^2 + |y|^2 - 2xy expansion from cancelling badly
-    points = points - points.mean(axis=0)
+    if center:
+        # centring first keeps the |x|^2 + |y|^2 - 2xy expansion from cancelling badly
+        points = points - points.mean(axis=0)
     sq = np.einsum("ij,ij->i", points, points)
     dist = points @ points.T
     dist *= -2.0
@@ -21,7 +22,9 @@ def pairwise_distances(points: np.ndarray, dtype=np.float64) -> np.ndarray:
     return dist
 
 
-def classical_mds_from_points(points: np.ndarray, n_components: int, random_state=None) -> np.ndarray:
+def classical_mds_from_points(
+    points: np.ndarray, n_components: int, random_state=None, center: bool = True
+) -> np.ndarray:
     """Classical MDS of the Euclidean distances between rows of ``points``.
 
     For Euclidean distances classical MDS equals PCA of the centred points, which avoids
@@ -30,12 +33,14 @@ def classical_mds_from_points(points: np.ndarray, n_components: int, random_stat
     Parameters
     ----------
     points : ndarray, shape (n, d)
+    center : bool
+        False when the caller already centred ``points`` (saves an n x d copy).
 
     Returns
     -------
     ndarray, shape (n, n_components)
     """
-    centred = points - points.mean(axis=0)
+    centred = points - points.mean(axis=0) if center else points
     u, s, _ = randomized_svd(centred, n_components, n_iter=7, random_state=random_state)
     return u * s
 
@@ -74,41 +79,59 @@ def smacof(
     coords = np.array(init, dtype=np.float64)
     coords -= coords.mean(axis=0)
     # start at the scale that best fits the targets, so the first steps are not spent rescaling
-    dist = np.empty((n, n), dtype=np.float32)
-    _distances_into(coords.astype(np.float32), dist)
+    cross, _ = _guttman_pass(delta, coords, scale_only=True)
     denom = 2 * n * float((coords * coords).sum())  # sum_ij d_ij^2 for centred points
-    if denom > 0:
-        coords *= float(np.vdot(delta, dist)) / denom
-    delta_sq_sum = float((delta.astype(np.float64) ** 2).sum())
+    if denom > 0 and cross > 0:
+        coords *= cross / denom
+    delta_sq_sum = float(np.vdot(delta, delta))
     previous = np.inf
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
         coords -= coords.mean(axis=0)
-        _distances_into(coords.astype(np.float32), dist)
-        # raw stress = sum_ij (d - delta)^2 / 2; for centred points sum_ij d^2 = 2 n sum_i |x_i|^2,
-        # so only the cross term needs a pass over the n x n arrays
+        cross, updated = _guttman_pass(delta, coords)
+        # raw stress = sum_ij (d - delta)^2 / 2; for centred points sum_ij d^2 = 2 n sum_i |x_i|^2
         dist_sq_sum = 2 * n * float((coords * coords).sum())
-        raw_stress = (dist_sq_sum - 2 * float(np.vdot(delta, dist)) + delta_sq_sum) / 2
-        # delta / d, with coincident points (and the diagonal) pulling nothing
-        np.divide(delta, dist, out=dist, where=dist > 0)
-        ratio_sums = dist.sum(axis=1, dtype=np.float64)
-        coords = (ratio_sums[:, None] * coords - dist @ coords.astype(np.float32)) / n
+        raw_stress = (dist_sq_sum - 2 * cross + delta_sq_sum) / 2
+        coords = updated
         if np.isfinite(previous) and previous - raw_stress <= tol * previous:
             break
         previous = raw_stress
     return coords, n_iter
 
 
-def _distances_into(points: np.ndarray, out: np.ndarray) -> None:
-    """Euclidean distances between rows of low-dimensional ``points``, written into ``out``.
+def _guttman_pass(delta: np.ndarray, coords: np.ndarray, scale_only: bool = False, chunk: int = 512):
+    """One sweep over the rows of ``delta``: the cross term ``sum_ij delta_ij d_ij`` and the
+    Guttman transform ``B(X) X / n``, a block of rows at a time so the scratch stays small.
+    """
+    n = delta.shape[0]
+    points = coords.astype(np.float32)
+    updated = np.empty_like(coords)
+    cross = 0.0
+    buffer = np.empty((min(chunk, n), n), dtype=np.float32)
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        dist = buffer[: stop - start]
+        _distances_into(points[start:stop], dist, points)
+        cross += float(np.vdot(delta[start:stop], dist))
+        if scale_only:
+            continue
+        # delta / d, with coincident points (and the diagonal) pulling nothing
+        np.divide(delta[start:stop], dist, out=dist, where=dist > 0)
+        ratio_sums = dist.sum(axis=1, dtype=np.float64)
+        updated[start:stop] = (ratio_sums[:, None] * coords[start:stop] - dist @ points) / n
+    return cross, updated
+
+
+def _distances_into(rows: np.ndarray, out: np.ndarray, points: np.ndarray) -> None:
+    """Euclidean distances from ``rows`` to every row of low-dimensional ``points``, into ``out``.
 
     ``|x|^2 + |y|^2 - 2 x.y`` comes out of one matrix product of augmented coordinates, so the
-    n x n array is written once rather than built up over several passes.
+    output is written once rather than built up over several passes.
     """
-    sq = np.einsum("ij,ij->i", points, points)[:, None]
-    ones = np.ones_like(sq)
-    left = np.hstack([points, ones, sq])
-    right = np.hstack([-2.0 * points, sq, ones])
+    row_sq = np.einsum("ij,ij->i", rows, rows)[:, None]
+    point_sq = np.einsum("ij,ij->i", points, points)[:, None]
+    left = np.hstack([rows, np.ones_like(row_sq), row_sq])
+    right = np.hstack([-2.0 * points, point_sq, np.ones_like(point_sq)])
     np.matmul(left, right.T, out=out)
     np.maximum(out, 0.0, out=out)
     np.sqrt(out, out=out)
