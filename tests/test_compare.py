@@ -69,9 +69,11 @@ def test_multislice_geodesics_are_a_metric():
 
 
 def test_subsample_keeps_enough_slices_and_units_for_k40():
-    s, u = compare.subsample(60, 384, 10000)
-    assert len(s) == 41 and len(u) == 243 and len(s) * len(u) <= 10000
-    assert s[0] == 0 and s[-1] == 59 and u[-1] == 383
+    s, u = compare.subsample(150, 384, 10000)
+    assert len(s) == 81 and len(u) == 123 and len(s) * len(u) <= 10000
+    assert s[0] == 0 and s[-1] == 149 and u[-1] == 383
+    s, u = compare.subsample(60, 384, 10000)  # all slices when fewer than 81
+    assert len(s) == 60 and len(u) == 166
     s, u = compare.subsample(10, 10, 1000)
     assert len(s) == 10 and len(u) == 10
 
@@ -95,7 +97,8 @@ def test_compare_run_tiny(tmp_path, monkeypatch):
     table = {row["method"]: row for row in result["table"]}
     assert list(table) == [compare.METHODS[m].label for m in methods]
     s, u = result["subsample"]
-    assert len(s) * len(u) <= 100 and (len(s) < 12 or len(u) < 15)
+    # k = 5 needs 2 * 5 + 1 slices and units, which outranks max_points
+    assert (len(s), len(u)) == (11, 11)
     for m in methods:
         row = table[compare.METHODS[m].label]
         assert row["subsampled"].startswith("yes") == compare.METHODS[m].needs_subsample

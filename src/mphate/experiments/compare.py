@@ -15,8 +15,8 @@ Methods (each gives a 2-D position to every (slice, unit) point of a trace):
 * ``aligned_umap``: umap-learn's AlignedUMAP, one data set per slice, each unit related to
   itself in the next slice (only when umap-learn is installed).
 
-Isomap and the graph methods need an N x N distance matrix, and t-SNE takes many minutes at
-full size on 2 cores: when the trace has more than ``max_points`` points they run on an evenly
+Isomap and the graph methods need an N x N distance matrix, and t-SNE and AlignedUMAP take many
+minutes at full size on 2 cores: when the trace has more than ``max_points`` points they run on an evenly
 spaced subsample of slices and units, which the output says. Every method is scored on that same
 subsample (a full-size embedding restricted to its points), so the table compares like with
 like; full-size methods are also scored on everything.
@@ -63,7 +63,7 @@ METHODS = {
         Method("dm_graph", "DM (multislice graph)", _DENSE),
         Method("isomap_graph", "Isomap (multislice graph)", _DENSE),
         Method("tsne_graph", "t-SNE (multislice graph)", _DENSE),
-        Method("aligned_umap", "AlignedUMAP", None),
+        Method("aligned_umap", "AlignedUMAP", _SLOW),
     )
 }
 
@@ -327,12 +327,14 @@ def embed(method: str, data: np.ndarray, *, random_state=0, n_landmark=None) -> 
 # the experiment
 
 
-def subsample(n_slices: int, n_units: int, max_points: int, *, min_slices: int = 41,
-              min_units: int = 41):
+def subsample(n_slices: int, n_units: int, max_points: int, *, min_slices: int = 81,
+              min_units: int = 81):
     """Evenly spaced slices and units with about ``max_points`` points in all.
 
-    Keeps at least ``min_slices`` slices and ``min_units`` units where the trace has them (so
-    that k = 40 neighbours exist both within a slice and over time), then as many units as fit.
+    Keeps at least ``min_slices`` slices and ``min_units`` units where the trace has them (by
+    default 2 * 40 + 1: k = 40 neighbours are then at most half of a unit's points over time,
+    or of a slice's units; with only 41, k = 40 would be every other point and score 1 for
+    any method), then as many units as fit.
     """
     if n_slices * n_units <= max_points:
         return np.arange(n_slices), np.arange(n_units)
@@ -341,7 +343,7 @@ def subsample(n_slices: int, n_units: int, max_points: int, *, min_slices: int =
     return C.even_indices(n_slices, s), C.even_indices(n_units, u)
 
 
-def digits_trace(epochs: int = 300, trace_every: int = 5, seed: int = 0, quick: bool = False) -> Trace:
+def digits_trace(epochs: int = 300, trace_every: int = 2, seed: int = 0, quick: bool = False) -> Trace:
     """The trace `mphate compare digits` uses: the generalisation experiment's vanilla network
     (64-128-128-128-10, Adam lr 1e-3, batch 256) on the bundled digits, traced every
     ``trace_every`` epochs."""
@@ -394,7 +396,7 @@ def run(trace, out, *, methods=None, ks=(10, 40), max_points: int = 10000, n_lan
         skipped["aligned_umap"] = "umap-learn is not installed (pip install \"mphate[compare]\")"
         methods = [m for m in methods if m != "aligned_umap"]
         C.log("compare: skipping AlignedUMAP: umap-learn is not installed (pip install \"mphate[compare]\")", quiet)
-    need = max(ks) + 1 if ks else 2
+    need = 2 * max(ks) + 1 if ks else 3
     sub_s, sub_u = subsample(n_slices, n_units, max_points, min_slices=need, min_units=need)
     is_sub = len(sub_s) < n_slices or len(sub_u) < n_units
     sub_trace = C.slice_trace(trace, sub_s, sub_u)
