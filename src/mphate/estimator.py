@@ -108,7 +108,9 @@ class MPHATE(BaseEstimator):
     random_state : int, RandomState or None
     n_jobs : int or None, default None
         Threads for the linear algebra; -1 uses all cores; None uses one thread for small
-        traces (under 20,000 points) and leaves the current setting otherwise.
+        traces (under 20,000 points) and otherwise as many threads as there are idle cores
+        (by the 1-minute load average), since BLAS threads competing for busy cores are slower
+        than one.
     verbose : int, default 0
         1 prints one timed line per stage to stderr; 2 adds CPU times.
 
@@ -330,6 +332,18 @@ class MPHATE(BaseEstimator):
 _SMALL_PROBLEM = 20000
 
 
+def _idle_cores():
+    """Cores not kept busy by other processes (1-minute load average), or None if unknown."""
+    import os
+
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+    n_cpus = os.cpu_count() or 1
+    return int(min(n_cpus, max(1, round(n_cpus - load))))
+
+
 def _as_array(X):
     """Accept an array, a Trace, a trace store or a path; return the activation array."""
     from mphate.trace import Trace
@@ -360,12 +374,17 @@ def _seed_key(random_state):
 
 def _thread_limit(n_jobs, n_points):
     if n_jobs is None:
-        if n_points < _SMALL_PROBLEM:
-            # threads cost more than they save on small matrices, and busy-waiting BLAS
-            # threads slow down badly when the cores are shared
-            from threadpoolctl import threadpool_limits
+        from threadpoolctl import threadpool_limits
 
+        if n_points < _SMALL_PROBLEM:
+            # threads cost more than they save on small matrices
             return threadpool_limits(limits=1)
+        idle = _idle_cores()
+        if idle is not None:
+            # BLAS threads busy-wait for each other: on cores that other processes keep busy
+            # (a training run beside us) two threads ran the eigendecomposition 8x slower than
+            # one, so use only the cores that are idle
+            return threadpool_limits(limits=idle)
         return nullcontext()
     from threadpoolctl import threadpool_limits
     import os
