@@ -114,7 +114,12 @@ def run_method(method: str, trace_path: str, tag: str, seed: int, timeout: float
     os.makedirs(OUT, exist_ok=True)
     emb_path = os.path.join(OUT, f"{tag}.npz")
     log_path = os.path.join(OUT, f"{tag}.log")
-    params = dict(PAPER, **(overrides or {}), random_state=seed, n_jobs=-1, verbose=1)
+    # threads: each implementation's own default way of using the cores. The reference's
+    # n_jobs=-1 runs joblib workers on all cores; mphate's default (n_jobs=None) runs BLAS on
+    # the idle cores only, since busy-waiting BLAS threads on a shared core run several times
+    # slower than one thread.
+    params = dict(PAPER, **(overrides or {}), random_state=seed, verbose=1,
+                  n_jobs=-1 if method == "reference" else None)
     cmd = [PYTHON[method], RUNNER[method], trace_path, emb_path, "--params", json.dumps(params)]
     if os.path.exists(emb_path):
         os.remove(emb_path)
@@ -447,7 +452,8 @@ def make_report(args, command, started, total_s, real_lines, real, scal_lines) -
                                       " (the paper's defaults but fewer landmarks: smoke run)")
          + ": " + ", ".join(f"{k}={v_!r}" for k, v_ in
                            dict(PAPER, **(QUICK_OVERRIDES if args.quick else {})).items())
-         + f", random_state={args.seed}, n_jobs=-1 (all cores), verbose=1", "",
+         + f", random_state={args.seed}, verbose=1; threads: reference n_jobs=-1 (all cores),"
+         " mphate n_jobs=None (its default: BLAS threads on the idle cores)", "",
          "How it is measured: each embedding runs in its own fresh process "
          "(`benchmarks/_run_reference.py` under .bench-venv, `benchmarks/_run_mphate.py` under "
          ".venv). *load + fit_transform* is that process's own wall time from starting to read "
