@@ -52,6 +52,7 @@ PAPER = dict(n_components=2, intraslice_knn=2, interslice_knn=25, decay=5, t="au
 KS = (10, 40)
 SPACES = ("normalized", "raw")
 SCALING_SIZES = [(100, 512), (300, 384), (300, 1024), (1000, 1024), (1000, 2048)]
+KEEP_MARKER = "<!-- hand-written below this line: kept when bench_reference.py rewrites the page -->"
 MPHATE_SRC = None  # --src: measure mphate from another checkout's src/ (e.g. a clean worktree)
 GOAL_SPEEDUP, GOAL_MEM = 30.0, 0.25
 GOAL_SCALING_S, GOAL_SCALING_MB = 180.0, 8000.0
@@ -149,6 +150,8 @@ def run_method(method: str, trace_path: str, tag: str, seed: int, timeout: float
         tail = log_text.strip().splitlines()[-3:]
         res.update(status=f"failed (exit {m['returncode']}): " + " | ".join(tail)[-300:])
     res["stages"] = parse_stages(log_text, method)
+    if method == "mphate":
+        res["mphate_commit"] = versions().get("mphate commit", "?")
     with open(os.path.join(OUT, f"{tag}.json"), "w") as f:
         json.dump(res, f, indent=1)
     print(f"  {method}: {res['status']}  " + (
@@ -168,6 +171,8 @@ def cached(tag: str, trace_path: str, overrides: dict | None = None) -> dict | N
     if res.get("input_sha") != sha256(trace_path) or {k: res["params"].get(k) for k in want} != want:
         return None
     if res.get("status") == "ok" and not os.path.exists(os.path.join(ROOT, res["embedding"])):
+        return None
+    if res["method"] == "mphate" and res.get("mphate_commit") != versions().get("mphate commit"):
         return None
     res["cached"] = True
     return res
@@ -257,7 +262,8 @@ def bench_real(args, trace_path: str, tag: str, overrides: dict | None = None
     with np.load(trace_path) as f:
         trace = np.asarray(f["trace"])
     print(f"trace {rel(trace_path)}: {trace.shape}", flush=True)
-    ref = cached(f"{tag}_reference", trace_path, overrides) if args.skip_reference else None
+    ref = (cached(f"{tag}_reference", trace_path, overrides)
+           if args.skip_reference or args.reuse else None)
     if ref is None:
         if args.skip_reference:
             print("  no cached reference result for this trace: running it", flush=True)
@@ -265,8 +271,12 @@ def bench_real(args, trace_path: str, tag: str, overrides: dict | None = None
                          args.ref_timeout, args.mem_cap_gb * 1024, overrides)
     else:
         print(f"  reference: cached from {ref['date']} ({ref['log']})", flush=True)
-    ours = run_method("mphate", trace_path, f"{tag}_mphate", args.seed, args.ref_timeout,
-                      args.mem_cap_gb * 1024, overrides)
+    ours = cached(f"{tag}_mphate", trace_path, overrides) if args.reuse else None
+    if ours is None:
+        ours = run_method("mphate", trace_path, f"{tag}_mphate", args.seed, args.ref_timeout,
+                          args.mem_cap_gb * 1024, overrides)
+    else:
+        print(f"  mphate: cached from {ours['date']} ({ours['mphate_commit']})", flush=True)
     if tag == "digits":  # the brief's name for the reference's figures
         with open(os.path.join(OUT, "reference.json"), "w") as f:
             json.dump(ref, f, indent=1)
@@ -281,6 +291,11 @@ def bench_real(args, trace_path: str, tag: str, overrides: dict | None = None
                       f"{time.perf_counter() - t0:.1f} s", flush=True)
             else:
                 print(f"  {r['method']}: {r['status']}: no preservation", flush=True)
+    for r in (ref, ours):
+        if r["method"] in pres:
+            r["preservation"] = pres[r["method"]]
+            with open(os.path.join(OUT, f"{r['tag']}.json"), "w") as f:
+                json.dump({k: v for k, v in r.items() if k != "cached"}, f, indent=1)
     lines = real_table(ref, ours, pres)
     print("\n".join(lines), flush=True)
     return lines, dict(reference=ref, mphate=ours, preservation=pres)
@@ -339,14 +354,20 @@ def bench_scaling(args) -> tuple[list[str], list]:
     os.makedirs(DATA, exist_ok=True)
     rows = []
     sizes = SCALING_SIZES if not args.quick else [(30, 64), (60, 128)]
+    if args.sizes:
+        sizes = [tuple(int(v) for v in z.split("x")) for z in args.sizes.split(",")]
     ov = QUICK_OVERRIDES if args.quick else None
     for S, U in sizes:
         path = os.path.join(DATA, f"synthetic_{S}x{U}.npz")
         if not os.path.exists(path):
             np.savez(path, trace=make_scaling_trace(S, U, 100, seed=args.seed))
         print(f"scaling {S} slices x {U} units x 100 ({S * U} points)", flush=True)
-        ours = run_method("mphate", path, f"scaling_{S}x{U}_mphate", args.seed,
-                          args.ref_timeout, args.mem_cap_gb * 1024, ov)
+        ours = cached(f"scaling_{S}x{U}_mphate", path, ov) if args.reuse else None
+        if ours is None:
+            ours = run_method("mphate", path, f"scaling_{S}x{U}_mphate", args.seed,
+                              args.scaling_timeout, args.mem_cap_gb * 1024, ov)
+        else:
+            print(f"  mphate: cached from {ours['date']} ({ours['mphate_commit']})", flush=True)
         ref = None
         if not args.skip_reference_scaling:
             ref = (cached(f"scaling_{S}x{U}_reference", path, ov)
@@ -362,6 +383,8 @@ def bench_scaling(args) -> tuple[list[str], list]:
          "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for S, U, o, r in rows:
         ot = fmt_s(o["fit_s"]) if o["status"] == "ok" else f"{o['status']} after {o['wall_s']:.0f} s"
+        if o.get("cached"):
+            ot += f" (cached {o['date'][:16]})"
         om = f"{o['peak_mb']:.0f}" if o["status"] == "ok" else f"(>= {o['tree_peak_mb']:.0f})"
         if r is None:
             rt = rm = tr = mr = "not run"
@@ -400,14 +423,23 @@ def main(argv=None):
     ap.add_argument("--mem-cap-gb", type=float, default=10.0,
                     help="stop a run whose process tree exceeds this RSS (default 10 GB, so the "
                          "shared 24 GB machine is never exhausted)")
+    ap.add_argument("--scaling-timeout", type=float, default=None,
+                    help="seconds before an mphate scaling run is stopped (default: --ref-timeout)")
+    ap.add_argument("--sizes", default=None, help="scaling sizes, e.g. 1000x1024,1000x2048")
+    ap.add_argument("--reuse", action="store_true",
+                    help="reuse any cached result in benchmarks/out/ for the same trace, "
+                         "parameters and (for mphate) commit; run only what is missing")
     ap.add_argument("--doc", default=DOC)
     ap.add_argument("--src", default=None,
                     help="import mphate from this src/ folder instead of the working tree "
                          "(e.g. a `git worktree` of a commit, to measure committed code only)")
     args = ap.parse_args(argv)
+    if args.scaling_timeout is None:
+        args.scaling_timeout = args.ref_timeout
     global MPHATE_SRC
     if args.src:
         MPHATE_SRC = os.path.abspath(args.src)
+        sys.path.insert(0, MPHATE_SRC)  # the metrics too come from that checkout
     if not os.path.exists(REF_PY) and not (args.skip_reference and args.scaling_only):
         sys.exit("no reference environment: run `bash benchmarks/reference_env.sh` first")
     command = ".venv/bin/python benchmarks/bench_reference.py" + "".join(
@@ -431,8 +463,14 @@ def main(argv=None):
     path = args.doc if not args.quick else os.path.join(OUT, "benchmarks-quick.md")
     if args.scaling_only and os.path.exists(path) and not args.quick:
         path = os.path.join(OUT, "benchmarks-scaling.md")
+    kept = ""
+    if os.path.exists(path):  # a hand-written part below the marker survives regeneration
+        with open(path) as f:
+            old = f.read()
+        if KEEP_MARKER in old:
+            kept = "\n" + old[old.index(KEEP_MARKER):]
     with open(path, "w") as f:
-        f.write(report)
+        f.write(report + kept)
     print(f"\nwrote {rel(path)}")
 
 
@@ -476,7 +514,11 @@ def make_report(args, command, started, total_s, real_lines, real, scal_lines) -
               "epochs; the three hidden Linear layers' outputs before the nonlinearity on 100 "
               "fixed training inputs, 10 per class, after every epoch)."
               + (f" The reference's figures are cached from {ref['date']}." if ref.get("cached")
-                 else ""), ""]
+                 else "")
+              + (f" mphate's figures are cached from {ours['date']}." if ours.get("cached")
+                 else "")
+              + (" Both were measured in the same run." if ours.get("cached") and ref.get("cached")
+                 and ours["date"][:13] == ref["date"][:13] else ""), ""]
         L += real_lines
         L += ["", "The reference space of *normalized* is the z-scored trace that M-PHATE embeds; "
               "*raw* is the raw activations. Both embeddings are in slice-major row order "
@@ -493,8 +535,9 @@ def make_report(args, command, started, total_s, real_lines, real, scal_lines) -
               "start alike and split into 2, 4, 8, 16 lineages over training while drifting "
               "along smooth random processes. mphate's goal at 1,000 x 2,048: under "
               f"{GOAL_SCALING_S / 60:.0f} minutes and under {GOAL_SCALING_MB / 1000:.0f} GB on "
-              f"this {os.cpu_count()}-core machine. Every run (either implementation) is "
-              f"stopped after {args.ref_timeout / 60:.0f} minutes or when its process tree passes "
+              f"this {os.cpu_count()}-core machine. A run is stopped after "
+              f"{args.scaling_timeout / 60:.0f} minutes (mphate) or {args.ref_timeout / 60:.0f} "
+              "minutes (reference), or when its process tree passes "
               f"{args.mem_cap_gb:.0f} GB (the machine has 24 GiB shared with other work). Times "
               "are load + fit_transform; memory is the process's peak RSS (for a stopped run, "
               "the polled process-tree RSS when it was stopped). The reference's rows are reused "
