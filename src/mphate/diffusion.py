@@ -32,8 +32,10 @@ class SpectralDecomposition:
         n = symmetric.shape[0]
         dtype = np.float32 if n >= _SINGLE_PRECISION_FROM else np.float64
         symmetric = np.asarray(symmetric, dtype=dtype)
+        # LAPACK wants Fortran order; the transpose of a symmetric C-ordered array is that
+        # same matrix in Fortran order, so LAPACK can work in it instead of on a copy
         eigenvalues, eigenvectors = scipy.linalg.eigh(
-            symmetric, driver="evd", check_finite=False, overwrite_a=True
+            symmetric.T, driver="evd", check_finite=False, overwrite_a=True
         )
         # eigh returns ascending order: reverse by views, not an n x n copy.
         # A stochastic operator has spectrum in [-1, 1]; rounding can leave values a hair outside

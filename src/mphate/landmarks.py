@@ -44,9 +44,19 @@ def spectral_features(
     inv_sqrt_deg = (1.0 / np.sqrt(kernel.degrees())).astype(np.float32)[:, None]
 
     def apply(vectors):
-        result = kernel.matmat(inv_sqrt_deg * vectors)
+        # scale in place and back rather than copy: a block is tens of MB at 100k points
+        vectors *= inv_sqrt_deg
+        result = kernel.matmat(vectors)
+        vectors /= inv_sqrt_deg
         result *= inv_sqrt_deg
         return result
+
+    def axpy(alpha, x, y):
+        # y += alpha * x without an n x block temporary (BLAS updates y in place)
+        flat = y.reshape(-1)
+        result = scipy.linalg.blas.saxpy(x.reshape(-1), flat, a=alpha)
+        if not np.shares_memory(result, y):  # not contiguous float32: BLAS worked on a copy
+            y[...] = result.reshape(y.shape)
 
     generator = np.random.default_rng(rng.randint(2**31 - 1))
     basis = _orthonormalize(generator.standard_normal((n, block), dtype=np.float32))
@@ -58,11 +68,11 @@ def spectral_features(
         centre, half_width = (cutoff - 1.0) / 2, (cutoff + 1.0) / 2
         previous = basis
         current = applied
-        current -= centre * basis
+        axpy(-centre, basis, current)
         current /= half_width
         for _ in range(2, degree + 1):
             following = apply(current)
-            following -= centre * current
+            axpy(-centre, current, following)
             following *= 2.0 / half_width
             following -= previous
             previous, current = current, following
