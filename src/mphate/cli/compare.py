@@ -19,7 +19,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("path", help="trace store directory or .npz/.npy/.mat trace file; or 'digits' "
                         "to train the generalisation experiment's vanilla network on the bundled digits "
-                        "(300 epochs, traced every 2) and compare on its trace")
+                        "(300 epochs, traced every 3) and compare on its trace")
     parser.add_argument("-o", "--out", metavar="DIR", default="mphate_compare",
                         help="output folder (default: %(default)s)")
     parser.add_argument("--methods", metavar="M", nargs="+",
@@ -27,14 +27,14 @@ def add_parser(subparsers) -> None:
                         "isomap_graph tsne_graph aligned_umap")
     parser.add_argument("--k", type=int, nargs="+", default=[10, 40], metavar="K",
                         help="neighbourhood sizes (default: 10 40)")
-    parser.add_argument("--max-points", type=int, default=10000, metavar="N",
+    parser.add_argument("--max-points", type=int, default=6000, metavar="N",
                         help="size of the subsample for the methods that cannot take the full trace "
                         "(default: %(default)s)")
     parser.add_argument("--n-landmark", type=int, default=None, metavar="N",
                         help="landmarks for M-PHATE and PHATE (default: their own, 4000 and 2000)")
     parser.add_argument("--epochs", type=int, default=300,
                         help="with 'digits': training epochs (default: %(default)s)")
-    parser.add_argument("--trace-every", type=int, default=2, metavar="N",
+    parser.add_argument("--trace-every", type=int, default=3, metavar="N",
                         help="with 'digits': epochs between slices (default: %(default)s)")
     parser.add_argument("--quick", action="store_true",
                         help="with 'digits': a tiny network (a smoke run, not the experiment)")
