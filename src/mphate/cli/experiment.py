@@ -30,7 +30,7 @@ def add_parser(subparsers) -> None:
     _common(gen, "mphate_generalization", "training epochs (default: 300)")
     gen.add_argument("--lr", type=float, help="Adam learning rate (default: 1e-3 on digits, 1e-5 on MNIST)")
     gen.add_argument("--embed-slices", type=int, metavar="N",
-                     help="embed about N evenly spaced epochs (default: 60 on digits, 100 on MNIST)")
+                     help="embed only about N evenly spaced epochs (default: all)")
     gen.add_argument("--networks", nargs="+", metavar="NAME", choices=GENERALIZATION_NETWORKS,
                      default=list(GENERALIZATION_NETWORKS),
                      help="networks to train (default: all 8): " + " ".join(GENERALIZATION_NETWORKS))
@@ -48,7 +48,7 @@ def add_parser(subparsers) -> None:
     )
     _common(cont, "mphate_continual", "epochs per task (default: 4)")
     cont.add_argument("--trace-every", type=int, metavar="N",
-                      help="batches between traced slices (default: 2 on digits, 50 on MNIST)")
+                      help="batches between traced slices (default: 1 on digits, 50 on MNIST)")
     cont.add_argument("--scenarios", nargs="+", metavar="NAME", choices=("task", "domain", "class"),
                       default=["task", "domain", "class"], help="scenarios (default: task domain class)")
     cont.add_argument("--learners", nargs="+", metavar="NAME", choices=("adam", "adagrad", "rehearsal"),
@@ -70,7 +70,7 @@ def _common(parser, default_out, epochs_help) -> None:
                         help="networks trained at once, one process each (default: %(default)s)")
     # SUPPRESS: absent unless given, since "none" (no landmarks) is itself a value
     parser.add_argument("--n-landmark", type=_landmarks, default=argparse.SUPPRESS, metavar="N",
-                        help="M-PHATE landmarks, or 'none' (default: 2000)")
+                        help="M-PHATE landmarks, or 'none' (default: 4000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
 
