@@ -216,7 +216,7 @@ def _variance_figure(path, rows, rho, p):
                     fontsize=8, xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel("visualisation variance")
     ax.set_ylabel("memorisation error (val - train loss)")
-    ax.set_yscale("symlog", linthresh=0.1)
+    ax.set_yscale("symlog", linthresh=0.01)
     ax.set_title(f"Spearman rho = {rho:.2f} (p = {p:.2g})", fontsize=10)
     ax.spines[["top", "right"]].set_visible(False)
     return C.save(fig, path)
