@@ -18,34 +18,10 @@ from __future__ import annotations
 import numpy as np
 
 from mphate._optional import require
+from mphate.capture._callbacks import build_on_first_use, numeric_scalars
 from mphate.capture.recorder import Recorder, fingerprint, to_numpy
 
-__all__ = ["TraceCallback"]
-
-_CLASS = None
-
-
-def __getattr__(name):
-    if name == "TraceCallback":
-        global _CLASS
-        if _CLASS is None:
-            _CLASS = _build_callback_class()
-        return _CLASS
-    raise AttributeError(f"module 'mphate.capture.keras' has no attribute {name!r}")
-
-
-def _numeric_logs(logs) -> dict:
-    """Keras logs (loss, accuracy, val_loss, ...) that are single numbers, as floats."""
-    scalars = {}
-    for key, value in (logs or {}).items():
-        try:
-            array = np.asarray(to_numpy(value), dtype=float)
-        except (TypeError, ValueError):
-            continue
-        if array.size == 1:
-            scalars[str(key)] = float(array.reshape(()))
-    return scalars
-
+__all__ = ["TraceCallback"]  # built on first use: see __getattr__ at the end
 
 def _build_callback_class():
     keras = require("keras", "Keras capture")
@@ -263,12 +239,12 @@ def _build_callback_class():
             if self.every_n_batches and self.global_step % self.every_n_batches == 0:
                 steps = (self.params or {}).get("steps")
                 epoch = self._epoch + (batch + 1) / steps if steps else float(self._epoch)
-                self.record(epoch=epoch, **_numeric_logs(logs))
+                self.record(epoch=epoch, **numeric_scalars(logs))
 
         def on_epoch_end(self, epoch, logs=None):
             if not self.every_n_epochs or (epoch + 1) % self.every_n_epochs != 0:
                 return
-            scalars = _numeric_logs(logs)
+            scalars = numeric_scalars(logs)
             if self.recorder.last_step == self.global_step:
                 # a per-batch slice was just taken at this very step: add the epoch's logs to it
                 self.recorder.log(**scalars)
@@ -280,3 +256,6 @@ def _build_callback_class():
 
     TraceCallback.__module__ = __name__
     return TraceCallback
+
+
+__getattr__ = build_on_first_use(__name__, _build_callback_class)

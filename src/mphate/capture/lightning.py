@@ -16,22 +16,10 @@ import warnings
 
 import numpy as np
 
-from mphate.capture.recorder import to_numpy
+from mphate.capture._callbacks import build_on_first_use, numeric_scalars
 from mphate.capture.torch import TorchRecorder
 
-__all__ = ["TraceCallback"]
-
-_CLASS = None
-
-
-def __getattr__(name):
-    if name == "TraceCallback":
-        global _CLASS
-        if _CLASS is None:
-            _CLASS = _build_callback_class()
-        return _CLASS
-    raise AttributeError(f"module 'mphate.capture.lightning' has no attribute {name!r}")
-
+__all__ = ["TraceCallback"]  # built on first use: see __getattr__ at the end
 
 def _lightning_callback_base():
     for module in ("lightning.pytorch", "pytorch_lightning"):
@@ -43,18 +31,6 @@ def _lightning_callback_base():
         "the Lightning trace callback needs 'lightning' or 'pytorch_lightning', neither is "
         'installed: pip install "mphate[lightning]"'
     )
-
-
-def _metric_scalars(metrics) -> dict:
-    scalars = {}
-    for key, value in (metrics or {}).items():
-        try:
-            array = np.asarray(to_numpy(value), dtype=float)
-        except (TypeError, ValueError):
-            continue
-        if array.size == 1:
-            scalars[str(key)] = float(array.reshape(()))
-    return scalars
 
 
 def _build_callback_class():
@@ -138,9 +114,9 @@ def _build_callback_class():
             recorder = self._ensure_recorder(trainer, pl_module)
             step = int(trainer.global_step)
             if recorder.recorder.last_step == step:
-                recorder.log(**_metric_scalars(trainer.callback_metrics))
+                recorder.log(**numeric_scalars(trainer.callback_metrics))
                 return
-            recorder.record(step=step, epoch=epoch, **_metric_scalars(trainer.callback_metrics))
+            recorder.record(step=step, epoch=epoch, **numeric_scalars(trainer.callback_metrics))
 
         # --- Lightning hooks --------------------------------------------------------------
         def on_train_start(self, trainer, pl_module):
@@ -175,3 +151,6 @@ def _build_callback_class():
 
     TraceCallback.__module__ = __name__
     return TraceCallback
+
+
+__getattr__ = build_on_first_use(__name__, _build_callback_class)
