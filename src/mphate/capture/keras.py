@@ -19,7 +19,7 @@ import numpy as np
 
 from mphate._optional import require
 from mphate.capture._callbacks import build_on_first_use, numeric_scalars
-from mphate.capture.recorder import Recorder, fingerprint, to_numpy
+from mphate.capture.recorder import per_input_labels, recorder_for_inputs, to_numpy
 
 __all__ = ["TraceCallback"]  # built on first use: see __getattr__ at the end
 
@@ -88,11 +88,7 @@ def _build_callback_class():
             self.inputs = to_numpy(inputs)
             if self.inputs.ndim < 1 or self.inputs.shape[0] == 0:
                 raise ValueError(f"trace inputs must hold at least one example, got shape {self.inputs.shape}")
-            self.labels = None if labels is None else to_numpy(labels)
-            if self.labels is not None and self.labels.shape != (self.inputs.shape[0],):
-                raise ValueError(
-                    f"labels must have shape ({self.inputs.shape[0]},), one per trace input; got {self.labels.shape}"
-                )
+            self.labels = per_input_labels(labels, self.inputs.shape[0])
             self.layer_names_requested = [layers] if isinstance(layers, str) else (None if layers is None else list(layers))
             self.layer_types = tuple(layer_types) if layer_types is not None else (
                 keras.layers.Dense,
@@ -106,14 +102,9 @@ def _build_callback_class():
             self.unit_reduce = unit_reduce
             self.batch_size = int(batch_size)
             self.record_on_train_begin = bool(record_on_train_begin)
-            self.recorder = Recorder(
-                path,
-                trace_labels=self.labels,
-                resume=resume,
-                run_id=run_id,
-                fsync=fsync,
+            self.recorder = recorder_for_inputs(
+                path, self.inputs, self.labels, resume=resume, run_id=run_id, fsync=fsync,
                 attrs={"framework": "keras", "keras_backend": keras.backend.backend(), **(attrs or {})},
-                trace_inputs_sha256=fingerprint(self.inputs),
             )
             # optimiser steps seen, across fit() calls; a resumed store continues its count
             self.global_step = self.recorder.last_step or 0

@@ -271,3 +271,31 @@ class Recorder:
 
     def __exit__(self, *exc):
         self.close()
+
+
+# --- for the framework recorders (TorchRecorder, the Keras callback) ---------------------------
+# They hold the trace inputs themselves, so they can check the labels against them when built,
+# and fingerprint them so that a resume on other inputs is refused.
+
+
+def per_input_labels(labels, n_trace: int):
+    """``labels`` as an array of one class per trace input (None stays None)."""
+    if labels is None:
+        return None
+    labels = to_numpy(labels)
+    if labels.shape != (n_trace,):
+        raise ValueError(f"labels must have shape ({n_trace},), one per trace input; got {labels.shape}")
+    return labels
+
+
+def recorder_for_inputs(path, inputs, labels, *, resume, run_id, fsync, attrs) -> Recorder:
+    """The Recorder a framework recorder writes through, tied to its trace ``inputs``."""
+    return Recorder(
+        path,
+        trace_labels=labels,
+        resume=resume,
+        run_id=run_id,
+        fsync=fsync,
+        attrs=attrs,
+        trace_inputs_sha256=fingerprint(inputs),
+    )

@@ -11,7 +11,7 @@ import difflib
 import numpy as np
 
 from mphate._optional import require
-from mphate.capture.recorder import Recorder, fingerprint, to_numpy
+from mphate.capture.recorder import per_input_labels, recorder_for_inputs
 
 __all__ = ["TorchRecorder", "default_layer_types"]
 
@@ -102,11 +102,7 @@ class TorchRecorder:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
         self.model = model
         self.inputs = self._check_inputs(inputs)
-        self.labels = None if labels is None else to_numpy(labels)
-        if self.labels is not None and self.labels.shape != (self.inputs.shape[0],):
-            raise ValueError(
-                f"labels must have shape ({self.inputs.shape[0]},), one per trace input; got {self.labels.shape}"
-            )
+        self.labels = per_input_labels(labels, self.inputs.shape[0])
         self.every_n_steps = None if every_n_steps is None else int(every_n_steps)
         self.unit_reduce = unit_reduce
         self.batch_size = int(batch_size)
@@ -115,14 +111,8 @@ class TorchRecorder:
         if attrs is None:
             attrs = {}
         attrs = {"framework": "torch", "layer_types": {n: type(m).__name__ for n, m in self.modules.items()}, **attrs}
-        self.recorder = Recorder(
-            path,
-            trace_labels=self.labels,
-            resume=resume,
-            run_id=run_id,
-            fsync=fsync,
-            attrs=attrs,
-            trace_inputs_sha256=fingerprint(self.inputs),
+        self.recorder = recorder_for_inputs(
+            path, self.inputs, self.labels, resume=resume, run_id=run_id, fsync=fsync, attrs=attrs
         )
 
     # --- configuration checks ---------------------------------------------------------------
