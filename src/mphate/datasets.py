@@ -9,10 +9,11 @@
 from __future__ import annotations
 
 import gzip
-import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from mphate._npz import read_npz
 
 __all__ = ["load_digits_split", "load_mnist", "read_idx"]
 
@@ -157,11 +158,7 @@ def load_mnist(path, flatten=True, normalize=True):
 
 
 def _read_mnist_npz(path: Path) -> dict:
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"cannot read {path} as an .npz archive: {exc}") from None
+    arrays = read_npz(path)
     missing = [k for k in _MNIST_FILES if k not in arrays]
     if missing:
         raise ValueError(f"{path} lacks {missing}; expected keys x_train, y_train, x_test, y_test")

@@ -5,11 +5,11 @@ estimator accepts (Trace, store, recorder, array, path) into one.
 """
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from mphate._npz import read_npz
 from mphate.store import TraceStore, is_trace_store
 from mphate.trace import Trace
 
@@ -91,11 +91,7 @@ def _load_npy(path: Path) -> Trace:
 
 
 def _load_npz(path: Path) -> Trace:
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"cannot read {path} as an .npz archive: {exc}") from None
+    arrays = read_npz(path)
     if "data" in arrays:
         scalars = {k[len(_SCALAR_PREFIX):]: v for k, v in arrays.items() if k.startswith(_SCALAR_PREFIX)}
         layer_names = arrays.get("layer_names")
