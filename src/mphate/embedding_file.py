@@ -55,10 +55,6 @@ def load_embedding(path, trace: Trace | None = None, *, key: str = "embedding") 
     emb = np.asarray(emb, dtype=float)
     if emb.ndim != 2:
         raise ValueError(f"{path}: {key} must have shape (n_points, n_components); got {emb.shape}")
-    if trace is not None and emb.shape[0] != trace.n_slices * trace.n_units:
-        raise ValueError(
-            f"{path}: {key} has {emb.shape[0]} rows but the trace has {trace.n_slices} slices x "
-            f"{trace.n_units} units = {trace.n_slices * trace.n_units} points; "
-            "was it computed from another trace?"
-        )
+    if trace is not None:
+        trace.check_embedding_rows(emb, f"{path}: {key}")
     return emb

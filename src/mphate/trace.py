@@ -89,3 +89,16 @@ class Trace:
         if values_per_slice is not None:
             return np.repeat(np.asarray(values_per_slice), self.n_units)
         return np.tile(np.asarray(values_per_unit), self.n_slices)
+
+    def check_embedding_rows(self, embedding, name: str = "embedding") -> None:
+        """Raise ValueError unless ``embedding`` has one row per unit at each slice of this trace.
+
+        Catches an embedding (computed, or read from a file) paired with the wrong trace up
+        front, with both sizes in the message, rather than as a bare length mismatch later.
+        """
+        n_points = self.n_slices * self.n_units
+        if embedding.shape[0] != n_points:
+            raise ValueError(
+                f"{name} has {embedding.shape[0]} rows but the trace has {self.n_slices} slices x "
+                f"{self.n_units} units = {n_points} points; was it computed from another trace?"
+            )

@@ -192,10 +192,6 @@ def check_embedding(embedding, trace: Trace | None = None, *, n_components=None)
             f"a {n_components}-D view needs an embedding with {n_components} columns; this one "
             f"has {emb.shape[1]} (embed with n_components={n_components})"
         )
-    if trace is not None and emb.shape[0] != trace.n_slices * trace.n_units:
-        raise ValueError(
-            f"embedding has {emb.shape[0]} rows but the trace has {trace.n_slices} slices x "
-            f"{trace.n_units} units = {trace.n_slices * trace.n_units} points; "
-            "was it computed from a different trace?"
-        )
+    if trace is not None:
+        trace.check_embedding_rows(emb)
     return emb
