@@ -97,6 +97,20 @@ def slice_trace(trace: Trace, slices=None, units=None) -> Trace:
     )
 
 
+def embed_timed(trace: Trace, *, n_landmark, interslice_knn: int, seed: int) -> tuple[np.ndarray, float]:
+    """The experiments' M-PHATE embedding of every unit at every slice, and the seconds it took.
+
+    ``interslice_knn`` is capped at ``n_slices - 1``, the other slices there are: a short trace
+    (a quick run, or only a few embedded epochs) has fewer than the paper's setting asks for.
+    """
+    from mphate.estimator import MPHATE
+
+    timer = Timer()
+    est = MPHATE(n_landmark=n_landmark, interslice_knn=min(interslice_knn, trace.n_slices - 1),
+                 random_state=seed)
+    return est.fit_transform(trace.data), timer.seconds
+
+
 def even_indices(n: int, m: int) -> np.ndarray:
     """``min(n, m)`` indices spread evenly over ``range(n)``, always including the last one."""
     if m >= n:

@@ -91,7 +91,6 @@ def run(out, *, data_dir=None, epochs=None, trace_every=None, quick=False, n_job
     -------
     dict with "rows" (one per network), "spearman_rho", "spearman_p", "files", "seconds".
     """
-    from mphate.estimator import MPHATE
     from mphate.metrics import task_switch_ari
 
     total = C.Timer()
@@ -129,11 +128,8 @@ def run(out, *, data_dir=None, epochs=None, trace_every=None, quick=False, n_job
     for res in results:
         key = (res["scenario"], res["learner"])
         trace = res["trace"]
-        timer = C.Timer()
-        est = MPHATE(n_landmark=cfg["n_landmark"], interslice_knn=min(cfg["interslice_knn"], trace.n_slices - 1),
-                     random_state=seed)
-        emb = est.fit_transform(trace.data)
-        seconds = timer.seconds
+        emb, seconds = C.embed_timed(trace, n_landmark=cfg["n_landmark"], interslice_knn=cfg["interslice_knn"],
+                                     seed=seed)
         n_units = trace.n_units
         pairs = switch_pairs(trace.steps, res["task_end_steps"], res["steps_per_task_epoch"])
         aris = [task_switch_ari(emb[b * n_units:(b + 1) * n_units], emb[a * n_units:(a + 1) * n_units],

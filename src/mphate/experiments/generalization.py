@@ -80,7 +80,6 @@ def run(out, *, data_dir=None, epochs=None, lr=None, quick=False, n_jobs: int = 
     -------
     dict with "rows" (one per network), "spearman_rho", "spearman_p", "files", "seconds".
     """
-    from mphate.estimator import MPHATE
     from mphate.metrics import visualization_variance
 
     total = C.Timer()
@@ -114,11 +113,7 @@ def run(out, *, data_dir=None, epochs=None, lr=None, quick=False, n_jobs: int = 
         variant, trace, hist = res["variant"], res["trace"], res["history"]
         idx = C.even_indices(trace.n_slices, cfg["embed_slices"] or trace.n_slices)
         sub = C.slice_trace(trace, idx)
-        timer = C.Timer()
-        est = MPHATE(n_landmark=cfg["n_landmark"], interslice_knn=min(25, sub.n_slices - 1),
-                     random_state=seed)
-        emb = est.fit_transform(sub.data)
-        seconds = timer.seconds
+        emb, seconds = C.embed_timed(sub, n_landmark=cfg["n_landmark"], interslice_knn=25, seed=seed)
         variance = visualization_variance(emb, sub.n_slices)
         np.savez_compressed(emb_dir / f"{variant}.npz", embedding=emb.astype(np.float32),
                             epochs=sub.epochs, unit_layer=sub.unit_layer)
