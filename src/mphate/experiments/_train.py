@@ -115,6 +115,16 @@ def set_single_thread() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+def _start_worker(data_dir, seed: int, n_per_class: int):
+    """What every training process does first: one thread, the data, and the fixed trace inputs.
+
+    Returns ``data, (X_trace, y_trace)``.
+    """
+    set_single_thread()
+    data = load_data(data_dir, seed)
+    return data, trace_inputs(data, n_per_class, seed)
+
+
 # ---------------------------------------------------------------------------------------------
 # generalisation: one network of the 8 variants
 
@@ -164,11 +174,9 @@ def train_generalization(variant: str, *, data_dir=None, epochs: int = 300, lr: 
     torch = require("torch", _PURPOSE)
     from mphate.capture import TorchRecorder
 
-    set_single_thread()
     start = time.perf_counter()
-    data = load_data(data_dir, seed)
+    data, (X_trace, y_trace) = _start_worker(data_dir, seed, n_per_class)  # real trace images, every variant
     X_np, y_np = generalization_inputs(data, variant, seed)
-    X_trace, y_trace = trace_inputs(data, n_per_class, seed)  # real images for every variant
     model = make_mlp(data.n_inputs, hidden, 10, activation="leaky_relu",
                      dropout=dropout if variant == "dropout" else 0.0, seed=seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -276,10 +284,8 @@ def train_continual(scenario: str, learner: str, *, data_dir=None, epochs_per_ta
     torch = require("torch", _PURPOSE)
     from mphate.capture import TorchRecorder
 
-    set_single_thread()
     start = time.perf_counter()
-    data = load_data(data_dir, seed)
-    X_trace, y_trace = trace_inputs(data, n_per_class, seed)
+    data, (X_trace, y_trace) = _start_worker(data_dir, seed, n_per_class)
     n_out = 2 if scenario == "domain" else 10
     model = make_mlp(data.n_inputs, hidden, n_out, activation="relu", seed=seed)
     if lr is None:
