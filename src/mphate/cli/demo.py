@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import time
 
+from mphate.cli._common import int_at_least
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -31,15 +33,7 @@ def add_parser(subparsers) -> None:
 
 
 def _positive(text: str) -> int:
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
-    return value
+    return int_at_least(text, 1, "a positive integer")
 
 
 def run(args) -> int:

@@ -11,6 +11,8 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
+from mphate.cli._common import int_at_least
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -53,13 +55,7 @@ def add_embedding_arguments(parser, *, n_components_default) -> None:
 def _t_value(text: str):
     if text == "auto":
         return "auto"
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 'auto' or a positive integer, not {text!r}")
-    return value
+    return int_at_least(text, 1, "'auto' or a positive integer")
 
 
 def _landmark_value(text: str):

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from mphate.cli._common import int_at_least
+
 # kept here (not imported from the experiments) so that `mphate --help` does not import torch
 GENERALIZATION_NETWORKS = ("vanilla", "dropout", "kernel_l1", "kernel_l2", "activity_l1", "activity_l2",
                            "random_labels", "random_pixels")
@@ -78,13 +80,7 @@ def _common(parser, default_out, epochs_help) -> None:
 def _landmarks(text: str):
     if text.lower() in ("none", "0"):
         return None
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 2 or 'none', not {text!r}")
-    return value
+    return int_at_least(text, 2, "an integer >= 2 or 'none'")
 
 
 def _missing(parser) -> int:
