@@ -4,13 +4,14 @@ from __future__ import annotations
 import hashlib
 import sys
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 
 import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 
 from mphate import diffusion, kernel as kernel_mod, landmarks, mds
+from mphate._parallel import worker_threads
 from mphate._validation import check_sizes, check_trace_array
 from mphate.normalize import zscore_units
 
@@ -372,23 +373,31 @@ def _seed_key(random_state):
     return id(random_state)  # a RandomState object: reuse only within the same object
 
 
-def _thread_limit(n_jobs, n_points):
-    if n_jobs is None:
-        from threadpoolctl import threadpool_limits
-
-        if n_points < _SMALL_PROBLEM:
-            # threads cost more than they save on small matrices
-            return threadpool_limits(limits=1)
-        idle = _idle_cores()
-        if idle is not None:
-            # BLAS threads busy-wait for each other: on cores that other processes keep busy
-            # (a training run beside us) two threads ran the eigendecomposition 8x slower than
-            # one, so use only the cores that are idle
-            return threadpool_limits(limits=idle)
-        return nullcontext()
-    from threadpoolctl import threadpool_limits
+def _n_threads(n_jobs, n_points) -> int:
+    """Threads to use: BLAS threads and worker threads alike."""
     import os
 
-    n = os.cpu_count() or 1
-    limit = n if n_jobs == -1 else max(1, n + 1 + n_jobs) if n_jobs < 0 else int(n_jobs)
-    return threadpool_limits(limits=limit)
+    n_cpus = os.cpu_count() or 1
+    if n_jobs is None:
+        if n_points < _SMALL_PROBLEM:
+            # threads cost more than they save on small matrices
+            return 1
+        idle = _idle_cores()
+        # BLAS threads busy-wait for each other: on cores that other processes keep busy
+        # (a training run beside us) two threads ran the eigendecomposition 8x slower than
+        # one, so use only the cores that are idle
+        return n_cpus if idle is None else idle
+    if n_jobs == -1:
+        return n_cpus
+    if n_jobs < 0:
+        return max(1, n_cpus + 1 + n_jobs)
+    return max(1, int(n_jobs))
+
+
+@contextmanager
+def _thread_limit(n_jobs, n_points):
+    from threadpoolctl import threadpool_limits
+
+    n_threads = _n_threads(n_jobs, n_points)
+    with threadpool_limits(limits=n_threads), worker_threads(n_threads):
+        yield

@@ -7,9 +7,10 @@ point -> landmark -> point -> landmark.
 from __future__ import annotations
 
 import numpy as np
-import scipy.linalg
 import scipy.sparse as sp
 from sklearn.utils import check_random_state
+
+from mphate._parallel import n_workers, parallel_map
 
 
 def spectral_features(
@@ -41,53 +42,52 @@ def spectral_features(
     n = kernel.shape[0]
     n_components = min(n_components, n - 2)
     block = min(n, n_components + 1 + 10)
-    inv_sqrt_deg = (1.0 / np.sqrt(kernel.degrees())).astype(np.float32)[:, None]
+    inv_sqrt_deg = (1.0 / np.sqrt(kernel.degrees())).astype(np.float32)
+    # three (n, block) buffers, reused: fresh arrays of this size cost page faults every time
+    buffers = [np.empty((n, block), dtype=np.float32) for _ in range(3)]
 
-    def apply(vectors):
-        # scale in place and back rather than copy: a block is tens of MB at 100k points
-        vectors *= inv_sqrt_deg
-        result = kernel.matmat(vectors)
-        vectors /= inv_sqrt_deg
-        result *= inv_sqrt_deg
-        return result
+    def filtered_step(source, target, centre, factor, subtract=None):
+        """target = factor * (A - centre) source - subtract, fused into the product's threads."""
 
-    def axpy(alpha, x, y):
-        # y += alpha * x without an n x block temporary (BLAS updates y in place)
-        flat = y.reshape(-1)
-        result = scipy.linalg.blas.saxpy(x.reshape(-1), flat, a=alpha)
-        if not np.shares_memory(result, y):  # not contiguous float32: BLAS worked on a copy
-            y[...] = result.reshape(y.shape)
+        def epilogue(part):
+            result = part(target)
+            result -= np.float32(centre) * part(source)
+            result *= np.float32(factor)
+            if subtract is not None:
+                result -= part(subtract)
+
+        kernel.matmat(source, scale=inv_sqrt_deg, out=target, epilogue=epilogue)
 
     generator = np.random.default_rng(rng.randint(2**31 - 1))
-    basis = _orthonormalize(generator.standard_normal((n, block), dtype=np.float32))
-    applied = apply(basis)
+    basis, applied, spare = buffers
+    basis[...] = generator.standard_normal((n, block), dtype=np.float32)
+    _orthonormalize(basis, out=basis, scratch=spare)
+    kernel.matmat(basis, scale=inv_sqrt_deg, out=applied)
     cutoff = 0.5
     for _ in range(n_rounds):
         # Chebyshev recurrence on x = (A - centre) / half_width, which maps [-1, cutoff] onto
-        # [-1, 1]: T_k+1 = 2 x T_k - T_k-1, updated in place to keep three blocks alive
+        # [-1, 1]: T_1 = x T_0, T_k+1 = 2 x T_k - T_k-1, three blocks in rotation
         centre, half_width = (cutoff - 1.0) / 2, (cutoff + 1.0) / 2
-        previous = basis
-        current = applied
-        axpy(-centre, basis, current)
-        current /= half_width
+        previous, current, following = basis, applied, spare
+        current -= np.float32(centre) * previous
+        current /= np.float32(half_width)
         for _ in range(2, degree + 1):
-            following = apply(current)
-            axpy(-centre, current, following)
-            following *= 2.0 / half_width
-            following -= previous
-            previous, current = current, following
-        del previous
-        basis = _orthonormalize(current)
-        del current
-        applied = apply(basis)
+            filtered_step(current, following, centre, 2.0 / half_width, subtract=previous)
+            previous, current, following = current, following, previous
+        basis, spare, applied = current, previous, following
+        _orthonormalize(basis, out=basis, scratch=spare)
+        kernel.matmat(basis, scale=inv_sqrt_deg, out=applied)
         ritz_values, ritz_vectors = np.linalg.eigh(_symmetric_part(basis.T @ applied))
         order = np.argsort(ritz_values)[::-1]
         ritz_values, ritz_vectors = ritz_values[order], ritz_vectors[:, order].astype(np.float32)
-        basis, applied = basis @ ritz_vectors, applied @ ritz_vectors
+        np.matmul(basis, ritz_vectors, out=spare)
+        basis, spare = spare, basis
+        np.matmul(applied, ritz_vectors, out=spare)
+        applied, spare = spare, applied
         cutoff = float(np.clip(ritz_values[-1], 0.0, 0.999))
-    del applied
+    del applied, spare, buffers
     keep = slice(1, n_components + 1)  # drop the trivial (constant) eigenvector
-    coords = basis[:, keep] * inv_sqrt_deg
+    coords = basis[:, keep] * inv_sqrt_deg[:, None]
     coords *= np.abs(ritz_values[keep]).astype(np.float32)
     return coords
 
@@ -97,20 +97,28 @@ def _symmetric_part(matrix: np.ndarray) -> np.ndarray:
     return (matrix + matrix.T) / 2
 
 
-def _orthonormalize(vectors: np.ndarray) -> np.ndarray:
+def _orthonormalize(vectors: np.ndarray, out=None, scratch=None) -> np.ndarray:
     """Orthonormal basis of the columns of a tall matrix, shape (n, m), by Cholesky QR twice.
 
     Householder QR of a 100k x 100 matrix runs unblocked and takes seconds; two rounds of
     ``Q = Z R^-1`` with ``R`` from the Cholesky factor of the small Gram matrix take
-    milliseconds and are as accurate for the power iterations here.
+    milliseconds and are as accurate for the power iterations here. ``out`` (which may be
+    ``vectors`` itself) and ``scratch`` are optional (n, m) float32 buffers.
     """
-    for _ in range(2):
-        gram = (vectors.T @ vectors).astype(np.float64)
+    if scratch is None:
+        scratch = np.empty_like(vectors)
+    if out is None:
+        out = np.empty_like(vectors)
+    source = vectors
+    for target in (scratch, out):
+        gram = (source.T @ source).astype(np.float64)
         gram += np.eye(len(gram)) * (1e-10 * np.trace(gram) / len(gram) + 1e-30)
-        chol = np.linalg.cholesky(gram)
-        inv_upper = scipy.linalg.solve_triangular(chol, np.eye(len(gram)), lower=True).T
-        vectors = vectors @ inv_upper.astype(np.float32)
-    return vectors
+        # NumPy's LAPACK, not SciPy's: the two link separate OpenBLAS builds whose idle
+        # threads spin, and alternating between them in this loop doubled its time
+        inv_upper = np.linalg.inv(np.linalg.cholesky(gram)).T
+        np.matmul(source, inv_upper.astype(np.float32), out=target)
+        source = target
+    return out
 
 
 def _allocate(sizes: np.ndarray, total: int) -> np.ndarray:
@@ -205,11 +213,21 @@ def cluster_landmarks(features: np.ndarray, n_landmark: int, random_state=None) 
     del scores
     sizes = np.bincount(coarse_labels)
     counts = _allocate(sizes, min(n_landmark, n))
+    members_by_group = np.split(np.argsort(coarse_labels, kind="stable"), np.cumsum(sizes)[:-1])
+    # one seed per group, drawn up front, so the result does not depend on thread timing
+    seeds = rng.randint(2**31 - 1, size=len(members_by_group))
+
+    def split_group(group):
+        members = members_by_group[group]
+        return kmeans(features[members], int(counts[group]), np.random.RandomState(seeds[group]))
+
+    # largest groups first keeps the threads evenly loaded
+    order = np.argsort(-sizes, kind="stable")
+    fine_by_group = dict(zip(order, parallel_map(split_group, order)))
     labels = np.empty(n, dtype=np.int64)
     next_label = 0
-    members_by_group = np.split(np.argsort(coarse_labels, kind="stable"), np.cumsum(sizes)[:-1])
-    for members, n_fine in zip(members_by_group, counts):
-        fine = kmeans(features[members], int(n_fine), rng)
+    for group, members in enumerate(members_by_group):
+        fine = fine_by_group[group]
         labels[members] = fine + next_label
         next_label += int(fine.max()) + 1
     return labels
@@ -256,7 +274,14 @@ def landmark_operator(kernel, labels: np.ndarray) -> LandmarkOperator:
     # G = W^T D^-1 W is the costly sparse product; float32 halves its memory traffic
     affinity_t = affinity.T.astype(np.float32).tocsr()
     del affinity
-    symmetric = (affinity_t @ point_to_landmark).toarray()
+    symmetric = np.empty((n_groups, n_groups), dtype=np.float32)
+
+    def rows_of_product(bounds):
+        # landmark rows r0..r1 of G; each thread writes its own rows of the dense result
+        r0, r1 = bounds
+        (affinity_t[r0:r1] @ point_to_landmark).toarray(out=symmetric[r0:r1])
+
+    parallel_map(rows_of_product, _balanced_ranges(affinity_t.indptr, 8 * n_workers()))
     del affinity_t
     inv_sqrt_scale = (1.0 / np.sqrt(scale)).astype(np.float32)
     symmetric *= inv_sqrt_scale[:, None]
@@ -265,6 +290,14 @@ def landmark_operator(kernel, labels: np.ndarray) -> LandmarkOperator:
     symmetric += symmetric.T.copy()
     symmetric *= 0.5
     return LandmarkOperator(labels, point_to_landmark, symmetric, scale)
+
+
+def _balanced_ranges(indptr: np.ndarray, n_parts: int) -> list[tuple[int, int]]:
+    """Split the rows of a CSR matrix into up to ``n_parts`` ranges of about equal nonzeros."""
+    n_rows = len(indptr) - 1
+    targets = np.linspace(0, indptr[-1], n_parts + 1)[1:-1]
+    cuts = np.unique(np.concatenate([[0], np.searchsorted(indptr, targets), [n_rows]]))
+    return [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
 
 
 def exact_operator(kernel) -> LandmarkOperator:
