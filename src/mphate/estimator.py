@@ -333,16 +333,37 @@ class MPHATE(BaseEstimator):
 _SMALL_PROBLEM = 20000
 
 
-def _idle_cores():
-    """Cores not kept busy by other processes (1-minute load average), or None if unknown."""
+def _idle_cores(window: float = 0.05):
+    """Cores not kept busy by other processes right now, or None if unknown.
+
+    On Linux, from the idle share of all CPUs over a short window of /proc/stat; elsewhere
+    from the 1-minute load average. (The load average alone lags: right after another heavy
+    process ends it still reads busy for a minute or more.)
+    """
     import os
 
+    n_cpus = os.cpu_count() or 1
+    try:
+        first = _cpu_ticks()
+        time.sleep(window)
+        second = _cpu_ticks()
+        total, idle = second[0] - first[0], second[1] - first[1]
+        if total > 0:
+            return int(min(n_cpus, max(1, round(n_cpus * idle / total))))
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):
         return None
-    n_cpus = os.cpu_count() or 1
     return int(min(n_cpus, max(1, round(n_cpus - load))))
+
+
+def _cpu_ticks() -> tuple[int, int]:
+    """(total, idle) CPU ticks of all cores since boot, from /proc/stat."""
+    with open("/proc/stat") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:]]
+    return sum(fields[:8]), fields[3] + fields[4]  # idle + iowait; guest time is in user
 
 
 def _as_array(X):

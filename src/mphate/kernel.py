@@ -110,33 +110,38 @@ def _intraslice_chunk(data: np.ndarray, knn: int, decay: float, threshold: float
     Returns
     -------
     row_counts : ndarray, shape (n_batch * n_units,)
-    cols : ndarray, column within the slice of each kept entry, in row-major order
+    cols : ndarray, column of each kept entry within these slices' rows, in row-major order
     vals : ndarray, float32
     """
     n_batch, n_units, _ = data.shape
     sq = batched_sq_distances(data)
-    kth_sq = kth_neighbor_distance(sq, knn).astype(np.float64)
+    kth_sq = kth_neighbor_distance(sq, knn)
     # a unit with knn exact duplicates has sigma 0: floor it far below any real spread
-    floor = (sq.mean(axis=(1, 2), dtype=np.float64) * 1e-12)[:, None]
-    sigma_sq = np.maximum(kth_sq, np.maximum(floor, np.finfo(np.float32).tiny))
-    reach_sq = np.log(1.0 / threshold) ** (2.0 / decay) * (1 + 1e-4)  # rounding margin
-    row_ok = sq <= (sigma_sq * reach_sq).astype(np.float32)[:, :, None]
+    floor = sq.mean(axis=(1, 2), dtype=np.float64) * 1e-12
+    sigma_sq = np.maximum(kth_sq, np.maximum(floor, np.finfo(np.float32).tiny)[:, None])
+    sigma_sq = sigma_sq.astype(np.float32).reshape(-1)  # by flat row: batch * n_units + unit
+    reach_sq = np.float32(np.log(1.0 / threshold) ** (2.0 / decay) * (1 + 1e-4))  # rounding margin
+    row_ok = sq <= (sigma_sq * reach_sq).reshape(n_batch, n_units, 1)
     row_ok |= row_ok.transpose(0, 2, 1)
-    batch, row, col = np.nonzero(row_ok)
+    # flat index = (batch * n_units + row) * n_units + col, in row-major (CSR) order
+    flat = np.flatnonzero(row_ok)
     del row_ok
-    pair_sq = sq[batch, row, col].astype(np.float64)
+    pair_sq = sq.reshape(-1)[flat]
     del sq
-    values = np.zeros(len(pair_sq))
-    for source in (row, col):  # K_ij with sigma_i, then K_ji with sigma_j
-        ratio = np.sqrt(pair_sq / sigma_sq[batch, source])
+    flat_row, col = np.divmod(flat, n_units)
+    del flat
+    flat_col = flat_row - flat_row % n_units + col  # the column's flat row in the same slice
+    values = np.zeros(len(pair_sq), dtype=np.float32)
+    for source in (flat_row, flat_col):  # K_ij with sigma_i, then K_ji with sigma_j
+        ratio = pair_sq / sigma_sq[source]
+        np.sqrt(ratio, out=ratio)
         _power_inplace(ratio, decay)
-        values += np.exp(-ratio)
-    values *= 0.5
+        np.negative(ratio, out=ratio)
+        values += np.exp(ratio, out=ratio)
+    values *= np.float32(0.5)
     keep = values >= threshold
-    flat_rows = (batch * n_units + row)[keep]
-    row_counts = np.bincount(flat_rows, minlength=n_batch * n_units)
-    cols = (col + batch * n_units)[keep]
-    return row_counts, cols, values[keep].astype(np.float32)
+    row_counts = np.bincount(flat_row[keep], minlength=n_batch * n_units)
+    return row_counts, flat_col[keep], values[keep]
 
 
 def intraslice_kernel(
@@ -189,6 +194,13 @@ def _assemble_block_diagonal(blocks, n: int) -> sp.csr_matrix:
     np.cumsum(counts, out=indptr[1:])
     data = np.concatenate([block.data for _, block in blocks])
     return sp.csr_matrix((data, indices, indptr), shape=(n, n))
+
+
+def _concatenate_and_clear(pieces: list) -> np.ndarray:
+    """``np.concatenate(pieces)``, emptying the list so its arrays can be freed."""
+    joined = np.concatenate(pieces)
+    pieces.clear()
+    return joined
 
 
 def _median_kth_distance(unit_major: np.ndarray, knn: int, out_sq=None) -> np.ndarray:
@@ -423,9 +435,11 @@ class MultisliceKernel:
 
         parts = parallel_map(intraslice_part, self.intraslice_blocks)
         parts += parallel_map(interslice_part, self._unit_chunks())
-        rows, cols, vals = (np.concatenate(column) for column in zip(*parts))
+        # float32 entries and int32 indices: this matrix has ~50 entries per point. Join
+        # one field at a time, dropping its pieces, so that two copies never coexist
+        columns = [list(field) for field in zip(*parts)]
         del parts
-        # float32 entries and int32 indices: this matrix has ~50 entries per point
+        rows, cols, vals = (_concatenate_and_clear(field) for field in columns)
         result = sp.coo_matrix((vals, (rows, cols)), shape=(n, n_groups))
         del rows, cols, vals
         result = result.tocsr()

@@ -1,8 +1,12 @@
 """Multidimensional scaling: classical MDS as the start, then metric MDS by SMACOF."""
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from sklearn.utils.extmath import randomized_svd
+
+from mphate._parallel import parallel_map
 
 
 def pairwise_distances(points: np.ndarray, dtype=np.float64, center: bool = True) -> np.ndarray:
@@ -99,26 +103,32 @@ def smacof(
     return coords, n_iter
 
 
-def _guttman_pass(delta: np.ndarray, coords: np.ndarray, scale_only: bool = False, chunk: int = 512):
+def _guttman_pass(delta: np.ndarray, coords: np.ndarray, scale_only: bool = False, chunk: int = 256):
     """One sweep over the rows of ``delta``: the cross term ``sum_ij delta_ij d_ij`` and the
-    Guttman transform ``B(X) X / n``, a block of rows at a time so the scratch stays small.
+    Guttman transform ``B(X) X / n``, a block of rows at a time (on the worker threads) so the
+    scratch stays small.
     """
     n = delta.shape[0]
     points = coords.astype(np.float32)
     updated = np.empty_like(coords)
-    cross = 0.0
-    buffer = np.empty((min(chunk, n), n), dtype=np.float32)
-    for start in range(0, n, chunk):
+    scratch = threading.local()
+
+    def sweep(start):
         stop = min(n, start + chunk)
+        buffer = getattr(scratch, "buffer", None)
+        if buffer is None:
+            buffer = scratch.buffer = np.empty((min(chunk, n), n), dtype=np.float32)
         dist = buffer[: stop - start]
         _distances_into(points[start:stop], dist, points)
-        cross += float(np.vdot(delta[start:stop], dist))
-        if scale_only:
-            continue
-        # delta / d, with coincident points (and the diagonal) pulling nothing
-        np.divide(delta[start:stop], dist, out=dist, where=dist > 0)
-        ratio_sums = dist.sum(axis=1, dtype=np.float64)
-        updated[start:stop] = (ratio_sums[:, None] * coords[start:stop] - dist @ points) / n
+        cross = float(np.vdot(delta[start:stop], dist))
+        if not scale_only:
+            # delta / d, with coincident points (and the diagonal) pulling nothing
+            np.divide(delta[start:stop], dist, out=dist, where=dist > 0)
+            ratio_sums = dist.sum(axis=1, dtype=np.float64)
+            updated[start:stop] = (ratio_sums[:, None] * coords[start:stop] - dist @ points) / n
+        return cross
+
+    cross = sum(parallel_map(sweep, range(0, n, chunk)))
     return cross, updated
 
 
