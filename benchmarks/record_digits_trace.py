@@ -1,17 +1,20 @@
 """Record a real M-PHATE trace: a small PyTorch MLP learning scikit-learn's digits.
 
-Network 64-128-128-128-10, LeakyReLU(0.1), Adam. After every epoch the outputs of the
+Network 64-128-128-128-10 (hidden widths set by --hidden), LeakyReLU(0.1), Adam. After every epoch the outputs of the
 three hidden Linear layers (before the nonlinearity, as in the paper's scripts) are
 recorded on 100 fixed trace inputs (10 per class, fixed seed, drawn from the training
 set) with plain torch forward hooks.
 
 Writes benchmarks/data/digits_trace.npz with
-  trace     (n_epochs, 384, 100) float32  slice = epoch, unit = hidden unit, feature = input
-  layer     (384,)  int   which hidden layer (0, 1, 2) each unit belongs to
+  trace     (n_epochs, n_units, 100) float32 (or float16)  slice = epoch, unit = hidden unit,
+            feature = input; n_units = 384 by default
+  layer     (n_units,)  int   which hidden layer (0, 1, 2, ...) each unit belongs to
   digit     (100,)  int   class of each trace input
   loss, val_loss (n_epochs,) float  mean train / validation cross-entropy after each epoch
 
-Usage:  .venv/bin/python benchmarks/record_digits_trace.py [--epochs 300] [--out PATH]
+Usage:  .venv/bin/python benchmarks/record_digits_trace.py [--epochs 300] [--hidden 128,128,128]
+            [--float16] [--out PATH]
+(the scaling table's real traces: e.g. --epochs 1000 --hidden 683,683,682 --float16)
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ import numpy as np
 
 
 def record(epochs: int = 300, lr: float = 1e-4, batch_size: int = 64, seed: int = 0,
-           n_per_class: int = 10, verbose: bool = True) -> dict:
+           n_per_class: int = 10, verbose: bool = True, hidden_sizes=(128, 128, 128)) -> dict:
     import torch
     from torch import nn
     from sklearn.datasets import load_digits
@@ -40,9 +43,12 @@ def record(epochs: int = 300, lr: float = 1e-4, batch_size: int = 64, seed: int 
                           for c in range(10)])
     Xtrace, ytrace = torch.from_numpy(Xtr[idx]), ytr[idx]
 
-    hidden = [nn.Linear(64, 128), nn.Linear(128, 128), nn.Linear(128, 128)]
-    model = nn.Sequential(hidden[0], nn.LeakyReLU(0.1), hidden[1], nn.LeakyReLU(0.1),
-                          hidden[2], nn.LeakyReLU(0.1), nn.Linear(128, 10))
+    widths = [64, *hidden_sizes]
+    hidden = [nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:])]
+    layers = []
+    for linear in hidden:
+        layers += [linear, nn.LeakyReLU(0.1)]
+    model = nn.Sequential(*layers, nn.Linear(widths[-1], 10))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     lossf = nn.CrossEntropyLoss()
 
@@ -98,9 +104,15 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--hidden", default="128,128,128",
+                    help="widths of the hidden layers, comma-separated (units = their sum)")
+    ap.add_argument("--float16", action="store_true", help="store the trace as float16 (half the file)")
     ap.add_argument("--out", default=os.path.join(here, "data", "digits_trace.npz"))
     args = ap.parse_args(argv)
-    res = record(args.epochs, args.lr, args.batch_size, args.seed)
+    hidden_sizes = tuple(int(w) for w in args.hidden.split(","))
+    res = record(args.epochs, args.lr, args.batch_size, args.seed, hidden_sizes=hidden_sizes)
+    if args.float16:
+        res["trace"] = res["trace"].astype(np.float16)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     np.savez_compressed(args.out, **res)
     print(f"wrote {args.out}: trace {res['trace'].shape} {res['trace'].dtype}")

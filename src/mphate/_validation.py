@@ -28,9 +28,11 @@ def check_trace_array(data, *, name: str = "trace") -> np.ndarray:
         )
     if min(arr.shape) == 0:
         raise ValueError(f"{name} has an empty axis: shape {arr.shape} (n_slices, n_units, n_trace)")
-    if arr.dtype not in (np.float32, np.float64):
-        # ints, bools, float16 and extended floats: float64 holds them all (float128 values
-        # beyond float64's range become inf and are reported below)
+    if arr.dtype == np.float16:
+        arr = arr.astype(np.float32)  # exact, and half the memory of float64 for large traces
+    elif arr.dtype not in (np.float32, np.float64):
+        # ints, bools and extended floats: float64 holds them all (float128 values beyond
+        # float64's range become inf and are reported below)
         with np.errstate(over="ignore"):
             arr = arr.astype(np.float64)
     finite = np.isfinite(arr)

@@ -166,22 +166,28 @@ def intraslice_kernel(
         square, covers rows and columns ``first_row : first_row + block.shape[0]``.
     """
     n_slices, n_units, _ = data.shape
-    ranges = _chunks_of(n_slices, 4 * 3 * n_units * n_units)
+    return parallel_map(
+        lambda bounds: _intraslice_block(data, bounds, knn, decay, threshold),
+        _intraslice_ranges(n_slices, n_units),
+    )
 
-    def build(bounds):
-        s0, s1 = bounds
-        with np.errstate(over="ignore", under="ignore"):
-            row_counts, cols, vals = _intraslice_chunk(data[s0:s1], knn, decay, threshold)
-        n = (s1 - s0) * n_units
-        indptr = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(row_counts, out=indptr[1:])
-        index_dtype = np.int32 if max(n, indptr[-1]) < 2**31 else np.int64
-        block = sp.csr_matrix(
-            (vals, cols.astype(index_dtype), indptr.astype(index_dtype)), shape=(n, n)
-        )
-        return s0 * n_units, block
 
-    return parallel_map(build, ranges)
+def _intraslice_ranges(n_slices: int, n_units: int) -> list[tuple[int, int]]:
+    return _chunks_of(n_slices, 4 * 3 * n_units * n_units)
+
+
+def _intraslice_block(data, bounds, knn, decay, threshold) -> tuple[int, sp.csr_matrix]:
+    """The intraslice kernel of slices ``bounds = (s0, s1)`` as (first_row, square CSR block)."""
+    s0, s1 = bounds
+    n_units = data.shape[1]
+    with np.errstate(over="ignore", under="ignore"):
+        row_counts, cols, vals = _intraslice_chunk(data[s0:s1], knn, decay, threshold)
+    n = (s1 - s0) * n_units
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(row_counts, out=indptr[1:])
+    index_dtype = np.int32 if max(n, indptr[-1]) < 2**31 else np.int64
+    block = sp.csr_matrix((vals, cols.astype(index_dtype), indptr.astype(index_dtype)), shape=(n, n))
+    return s0 * n_units, block
 
 
 def _assemble_block_diagonal(blocks, n: int) -> sp.csr_matrix:
@@ -203,12 +209,17 @@ def _concatenate_and_clear(pieces: list) -> np.ndarray:
     return joined
 
 
-def _median_kth_distance(unit_major: np.ndarray, knn: int, out_sq=None) -> np.ndarray:
+def _unit_slab(data: np.ndarray, u0: int, u1: int) -> np.ndarray:
+    """Units u0..u1 of a slice-major trace as unit-major rows, shape (u1 - u0, n_slices, n_features)."""
+    return np.ascontiguousarray(data[:, u0:u1, :].transpose(1, 0, 2))
+
+
+def _median_kth_distance(data: np.ndarray, knn: int, out_sq=None) -> np.ndarray:
     """Per unit, the median over slices of the distance to the knn-th nearest other slice.
 
     Parameters
     ----------
-    unit_major : ndarray, shape (n_units, n_slices, n_features), float32
+    data : ndarray, shape (n_slices, n_units, n_features), float32
     out_sq : ndarray, shape (n_units, n_slices, n_slices), optional
         Filled with the squared distances when given (one pass serves both).
 
@@ -216,12 +227,12 @@ def _median_kth_distance(unit_major: np.ndarray, knn: int, out_sq=None) -> np.nd
     -------
     ndarray, shape (n_units,)
     """
-    n_units, n_slices, _ = unit_major.shape
+    n_slices, n_units, _ = data.shape
     medians = np.empty(n_units)
 
     def work(bounds):
         u0, u1 = bounds
-        sq = batched_sq_distances(unit_major[u0:u1])
+        sq = batched_sq_distances(_unit_slab(data, u0, u1))
         kth = np.sqrt(kth_neighbor_distance(sq, knn).astype(np.float64))
         medians[u0:u1] = np.median(kth, axis=1)
         if out_sq is not None:
@@ -231,15 +242,15 @@ def _median_kth_distance(unit_major: np.ndarray, knn: int, out_sq=None) -> np.nd
     return medians
 
 
-def interslice_bandwidth(unit_major: np.ndarray, knn: int) -> float:
+def interslice_bandwidth(data: np.ndarray, knn: int) -> float:
     """The single interslice bandwidth: mean over units of the median over slices of the
     distance to the ``knn``-th nearest other slice of the same unit.
 
     Parameters
     ----------
-    unit_major : ndarray, shape (n_units, n_slices, n_features), float32
+    data : ndarray, shape (n_slices, n_units, n_features), float32
     """
-    return _mean_bandwidth(_median_kth_distance(unit_major, knn))
+    return _mean_bandwidth(_median_kth_distance(data, knn))
 
 
 def _mean_bandwidth(medians: np.ndarray) -> float:
@@ -265,25 +276,34 @@ def _interslice_affinity(sq_dist: np.ndarray, eps: float, threshold: float) -> n
 class MultisliceKernel:
     """The symmetric multislice kernel, stored by structure.
 
-    Do not construct directly; use :func:`multislice_kernel`.
+    Do not construct directly; use :func:`multislice_kernel`. Two modes:
+
+    - stored: the intraslice blocks (sparse) and interslice blocks (dense) are kept;
+    - lean: only the (normalised) features and the bandwidths' inputs are kept, and both
+      parts are recomputed chunk by chunk whenever they are used. For traces whose kernel
+      does not fit in memory; the estimator then touches the whole kernel in only a few
+      passes (see :func:`mphate.landmarks.landmark_features`).
 
     Attributes
     ----------
-    intraslice_blocks : list of (first_row, csr_matrix)
-        The block-diagonal intraslice kernel, see :func:`intraslice_kernel`.
     interslice_eps : float
     n_slices, n_units : int
+    lean : bool
     """
 
-    def __init__(self, intraslice_blocks, unit_major, blocks, interslice_eps, threshold):
-        self.intraslice_blocks = intraslice_blocks
-        self._unit_major = unit_major  # (n_units, n_slices, n_features) or None
-        self._blocks = blocks  # (n_units, n_slices, n_slices) float32 or None
+    def __init__(self, *, n_slices, n_units, intraslice_knn, decay, threshold, interslice_eps,
+                 features=None, intraslice_blocks=None, interslice_blocks=None):
+        self.n_slices, self.n_units = n_slices, n_units
+        self.intraslice_knn, self.decay, self.threshold = intraslice_knn, decay, threshold
         self.interslice_eps = interslice_eps
-        self.threshold = threshold
-        source = unit_major if unit_major is not None else blocks
-        self.n_units, self.n_slices = source.shape[0], source.shape[1]
+        self._features = features  # (n_slices, n_units, n_features) float32, lean mode
+        self._intraslice_blocks = intraslice_blocks  # list of (first_row, csr), stored mode
+        self._blocks = interslice_blocks  # (n_units, n_slices, n_slices) float32, stored mode
         self._degrees = None
+
+    @property
+    def lean(self) -> bool:
+        return self._blocks is None
 
     @property
     def shape(self):
@@ -292,15 +312,26 @@ class MultisliceKernel:
 
     @property
     def nbytes(self) -> int:
-        size = sum(b.data.nbytes + b.indices.nbytes + b.indptr.nbytes for _, b in self.intraslice_blocks)
-        if self._blocks is not None:
-            size += self._blocks.nbytes
+        """Memory held by the kernel's arrays."""
+        size = 0
+        for _, block in self._intraslice_blocks or []:
+            size += block.data.nbytes + block.indices.nbytes + block.indptr.nbytes
+        for array in (self._blocks, self._features):
+            size += 0 if array is None else array.nbytes
         return size
 
-    @property
-    def intraslice(self) -> sp.csr_matrix:
-        """The intraslice kernel as one sparse matrix, shape (N, N)."""
-        return _assemble_block_diagonal(self.intraslice_blocks, self.shape[0])
+    # ------------------------------------------------------------------ the two parts by chunk
+    def _intraslice_items(self) -> list:
+        """Work items for :meth:`_intraslice_part`: stored blocks, or slice ranges to build."""
+        if self._intraslice_blocks is not None:
+            return self._intraslice_blocks
+        return _intraslice_ranges(self.n_slices, self.n_units)
+
+    def _intraslice_part(self, item) -> tuple[int, sp.csr_matrix]:
+        """(first_row, square CSR block) of the intraslice kernel for one work item."""
+        if self._intraslice_blocks is not None:
+            return item
+        return _intraslice_block(self._features, item, self.intraslice_knn, self.decay, self.threshold)
 
     def _unit_chunks(self):
         return _chunks_of(self.n_units, 4 * 2 * self.n_slices * self.n_slices)
@@ -309,7 +340,7 @@ class MultisliceKernel:
         """Interslice blocks of units u0..u1, shape (u1 - u0, n_slices, n_slices)."""
         if self._blocks is not None:
             return self._blocks[u0:u1]
-        sq = batched_sq_distances(self._unit_major[u0:u1])
+        sq = batched_sq_distances(_unit_slab(self._features, u0, u1))
         return _interslice_affinity(sq, self.interslice_eps, self.threshold)
 
     def interslice_blocks(self):
@@ -317,12 +348,23 @@ class MultisliceKernel:
         for u0, u1 in self._unit_chunks():
             yield u0, u1, self._interslice_chunk(u0, u1)
 
+    @property
+    def intraslice(self) -> sp.csr_matrix:
+        """The intraslice kernel as one sparse matrix, shape (N, N)."""
+        parts = parallel_map(self._intraslice_part, self._intraslice_items())
+        return _assemble_block_diagonal(parts, self.shape[0])
+
+    # ------------------------------------------------------------------ operations
     def degrees(self) -> np.ndarray:
         """Row sums, shape (N,), float64."""
         if self._degrees is None:
             deg = np.empty(self.shape[0])
-            for start, block in self.intraslice_blocks:
+
+            def add_intraslice(item):
+                start, block = self._intraslice_part(item)
                 deg[start : start + block.shape[0]] = block.sum(axis=1, dtype=np.float64).ravel()
+
+            parallel_map(add_intraslice, self._intraslice_items())
             per_slice = deg.reshape(self.n_slices, self.n_units)
 
             def add_interslice(bounds):
@@ -362,12 +404,12 @@ class MultisliceKernel:
             scale = np.asarray(scale, dtype=np.float32).reshape(n, 1)
 
         def intraslice_product(item):
-            start, block = item
+            start, block = self._intraslice_part(item)
             rows = slice(start, start + block.shape[0])
             source = vectors[rows] if scale is None else vectors[rows] * scale[rows]
             out[rows] = block @ source
 
-        parallel_map(intraslice_product, self.intraslice_blocks)
+        parallel_map(intraslice_product, self._intraslice_items())
         shape3 = (self.n_slices, self.n_units, -1)
         by_slice_in, by_slice_out = vectors.reshape(shape3), out.reshape(shape3)
 
@@ -411,7 +453,7 @@ class MultisliceKernel:
         )
 
         def intraslice_part(item):
-            start, block = item
+            start, block = self._intraslice_part(item)
             part = (block @ onehot[start : start + block.shape[0]]).tocoo()
             return (part.row + start).astype(index_dtype), part.col.astype(index_dtype), part.data
 
@@ -433,9 +475,9 @@ class MultisliceKernel:
                 vals.append(summed[r, c].astype(np.float32))
             return np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
 
-        parts = parallel_map(intraslice_part, self.intraslice_blocks)
+        parts = parallel_map(intraslice_part, self._intraslice_items())
         parts += parallel_map(interslice_part, self._unit_chunks())
-        # float32 entries and int32 indices: this matrix has ~50 entries per point. Join
+        # float32 entries and int32 indices: this matrix has tens of entries per point. Join
         # one field at a time, dropping its pieces, so that two copies never coexist
         columns = [list(field) for field in zip(*parts)]
         del parts
@@ -445,6 +487,105 @@ class MultisliceKernel:
         result = result.tocsr()
         result.sum_duplicates()
         return result
+
+    def subsample_slices(self, slices) -> "MultisliceKernel":
+        """The kernel restricted to some slices (the induced subgraph on their points).
+
+        Every entry equals the full kernel's (same intraslice blocks, same interslice
+        bandwidth); the subgraph is in stored mode.
+
+        Parameters
+        ----------
+        slices : sequence of int, increasing
+        """
+        slices = np.asarray(slices)
+        n_units = self.n_units
+        if self._features is not None:
+            features = self._features[slices]
+            intra = intraslice_kernel(features, self.intraslice_knn, self.decay, self.threshold)
+            blocks = np.empty((n_units, len(slices), len(slices)), dtype=np.float32)
+
+            def fill(bounds):
+                u0, u1 = bounds
+                sq = batched_sq_distances(_unit_slab(features, u0, u1))
+                blocks[u0:u1] = _interslice_affinity(sq, self.interslice_eps, self.threshold)
+
+            parallel_map(fill, _chunks_of(n_units, 4 * 2 * len(slices) ** 2))
+        else:
+            starts = [start for start, _ in self._intraslice_blocks]
+            intra = []
+            for new_index, s in enumerate(slices):
+                row = s * n_units
+                # the chunk holding slice s; its rows of slice s only link within slice s
+                start, block = self._intraslice_blocks[np.searchsorted(starts, row, side="right") - 1]
+                local = row - start
+                part = block[local : local + n_units]
+                part = sp.csr_matrix((part.data, part.indices - local, part.indptr), shape=(n_units, n_units))
+                intra.append((new_index * n_units, part))
+            blocks = np.ascontiguousarray(self._blocks[:, slices][:, :, slices])
+        return MultisliceKernel(
+            n_slices=len(slices), n_units=n_units, intraslice_knn=self.intraslice_knn,
+            decay=self.decay, threshold=self.threshold, interslice_eps=self.interslice_eps,
+            intraslice_blocks=intra, interslice_blocks=blocks,
+        )
+
+    def interpolate_from_slices(self, slices, values: np.ndarray) -> np.ndarray:
+        """Spread values known at some slices to all slices along each unit's history.
+
+        Every point gets the average of its unit's values at the given slices, weighted by
+        the interslice kernel between the point and those slices (the point's own slice, if
+        given, with weight 1): one step of the diffusion along time.
+
+        Parameters
+        ----------
+        slices : sequence of int, increasing, shape (n_given,)
+        values : ndarray, shape (n_given, n_units, m)
+
+        Returns
+        -------
+        ndarray, shape (n_slices, n_units, m), float32
+        """
+        slices = np.asarray(slices)
+        values = np.asarray(values, dtype=np.float32)
+        out = np.empty((self.n_slices, self.n_units, values.shape[2]), dtype=np.float32)
+
+        def kernel_to_given(u0, u1):
+            """Interslice kernel from every slice to the given ones, (u1 - u0, n_slices, n_given)."""
+            if self._blocks is not None:
+                weights = self._blocks[u0:u1][:, :, slices]
+                weights[:, slices, np.arange(len(slices))] = 1.0  # the blocks leave out self links
+                return weights
+            every = _unit_slab(self._features, u0, u1)  # (b, n_slices, F)
+            given = np.ascontiguousarray(every[:, slices])  # (b, n_given, F)
+            # squared distances, as in batched_sq_distances
+            ones = np.ones(every.shape[2], dtype=np.float32)
+            sq = np.matmul(every * np.float32(-2.0), given.transpose(0, 2, 1))
+            sq += (every * every) @ ones[:, None]
+            sq += ((given * given) @ ones)[:, None, :]
+            np.maximum(sq, 0.0, out=sq)
+            sq *= np.float32(-1.0 / self.interslice_eps**2)
+            with np.errstate(under="ignore"):
+                weights = np.exp(sq, out=sq)
+            weights[weights < self.threshold] = 0.0
+            return weights
+
+        def work(bounds):
+            u0, u1 = bounds
+            weights = kernel_to_given(u0, u1)
+            total = weights.sum(axis=2, keepdims=True)
+            # a slice out of every given slice's reach takes its nearest given slice's values
+            lonely = total[:, :, 0] <= 0
+            if lonely.any():
+                b, r = np.nonzero(lonely)
+                nearest = np.abs(slices[None, :] - r[:, None]).argmin(axis=1)
+                weights[b, r, nearest] = 1.0
+                total[b, r, 0] = 1.0
+            weights /= total
+            unit_values = np.ascontiguousarray(values[:, u0:u1].transpose(1, 0, 2))
+            out[:, u0:u1] = np.matmul(weights, unit_values).transpose(1, 0, 2)
+
+        parallel_map(work, _chunks_of(self.n_units, 4 * 2 * self.n_slices * max(len(slices), 1)))
+        return out
 
     def to_sparse(self) -> sp.csr_matrix:
         """The whole kernel as one sparse matrix, shape (N, N), float32 (can be large)."""
@@ -477,26 +618,28 @@ def multislice_kernel(
     ----------
     data : ndarray, shape (n_slices, n_units, n_features), float32
     store_blocks : bool or None
-        Keep the interslice blocks in memory (fast) or recompute them per use (lean).
-        None chooses by size.
+        Keep both parts in memory (fast), or keep a reference to ``data`` and recompute them
+        chunk by chunk whenever they are used (lean). None chooses lean when the interslice
+        blocks would take more than 2 GB.
     """
     data = np.ascontiguousarray(data, dtype=np.float32)
     n_slices, n_units, _ = data.shape
-    intra = intraslice_kernel(data, intraslice_knn, decay, threshold)
-    unit_major = np.ascontiguousarray(data.transpose(1, 0, 2))
     if store_blocks is None:
         store_blocks = 4 * n_units * n_slices * n_slices <= _MAX_STORED_BLOCK_BYTES
+    settings = dict(n_slices=n_slices, n_units=n_units, intraslice_knn=intraslice_knn,
+                    decay=decay, threshold=threshold)
     if not store_blocks:
-        eps = interslice_bandwidth(unit_major, interslice_knn)
-        return MultisliceKernel(intra, unit_major, None, eps, threshold)
+        # lean: keep only the (slice-major) features; both parts are recomputed when used
+        eps = interslice_bandwidth(data, interslice_knn)
+        return MultisliceKernel(**settings, interslice_eps=eps, features=data)
+    intra = intraslice_kernel(data, intraslice_knn, decay, threshold)
     # one pass of distances serves the bandwidth and, turned into affinities in place, the blocks
     blocks = np.empty((n_units, n_slices, n_slices), dtype=np.float32)
-    eps = _mean_bandwidth(_median_kth_distance(unit_major, interslice_knn, out_sq=blocks))
-    del unit_major
+    eps = _mean_bandwidth(_median_kth_distance(data, interslice_knn, out_sq=blocks))
 
     def to_affinity(bounds):
         u0, u1 = bounds
         _interslice_affinity(blocks[u0:u1], eps, threshold)
 
     parallel_map(to_affinity, _chunks_of(n_units, 4 * n_slices * n_slices))
-    return MultisliceKernel(intra, None, blocks, eps, threshold)
+    return MultisliceKernel(**settings, interslice_eps=eps, intraslice_blocks=intra, interslice_blocks=blocks)

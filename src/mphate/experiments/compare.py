@@ -134,8 +134,21 @@ class SparseKernel:
     def degrees(self) -> np.ndarray:
         return np.asarray(self.matrix.sum(axis=1)).ravel()
 
-    def matmat(self, vectors):
-        return np.asarray(self.matrix @ np.asarray(vectors, dtype=np.float64), dtype=np.float32)
+    def matmat(self, vectors, *, scale=None, out=None, epilogue=None):
+        """``K v`` or ``S K S v``; see :meth:`mphate.kernel.MultisliceKernel.matmat`."""
+        vectors = np.asarray(vectors, dtype=np.float64)
+        if scale is not None:
+            scale = np.asarray(scale, dtype=np.float64).reshape(-1, 1)
+            vectors = vectors * scale
+        result = self.matrix @ vectors
+        if scale is not None:
+            result *= scale
+        if out is None:
+            out = np.empty(result.shape, dtype=np.float32)
+        out[...] = result
+        if epilogue is not None:
+            epilogue(lambda array: array)  # the whole result is one part
+        return out
 
     def aggregate(self, labels, n_groups):
         n = self.shape[0]
