@@ -103,3 +103,71 @@ def test_duplicated_and_dead_units_give_finite_kernel():
     dense = kernel.toarray()
     # identical units are maximally similar in every slice
     assert dense[2, 3] == pytest.approx(1.0) and dense[4, 5] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("store_blocks", [True, False])
+def test_subsample_slices_is_the_induced_subgraph(small, store_blocks):
+    kernel = multislice_kernel(small, interslice_knn=4, store_blocks=store_blocks)
+    assert kernel.lean is not store_blocks
+    n_slices, n_units, _ = small.shape
+    slices = np.array([0, 3, 4, 9, 11])
+    points = (slices[:, None] * n_units + np.arange(n_units)).ravel()
+    expected = kernel.to_sparse().toarray()[np.ix_(points, points)]
+    sub = kernel.subsample_slices(slices)
+    assert (sub.n_slices, sub.n_units) == (len(slices), n_units)
+    assert sub.interslice_eps == kernel.interslice_eps
+    np.testing.assert_allclose(sub.to_sparse().toarray(), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("store_blocks", [True, False])
+def test_interpolation_weights_are_the_kernel_between_a_unit_s_slices(small, store_blocks):
+    kernel = multislice_kernel(small, interslice_knn=4, store_blocks=store_blocks)
+    dense = kernel.to_sparse().toarray()
+    n_slices, n_units, _ = small.shape
+    slices = np.array([1, 5, 6, 10])
+    values = np.random.default_rng(3).standard_normal((len(slices), n_units, 2)).astype(np.float32)
+    got = kernel.interpolate_from_slices(slices, values)
+    assert got.shape == (n_slices, n_units, 2)
+    for unit in (0, 4, n_units - 1):
+        every = np.arange(n_slices) * n_units + unit
+        given = slices * n_units + unit
+        weights = dense[np.ix_(every, given)]  # interslice links, and 1 for the point itself
+        assert weights.sum(axis=1).min() > 0
+        expected = weights @ values[:, unit] / weights.sum(axis=1, keepdims=True)
+        np.testing.assert_allclose(got[:, unit], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_lean_and_stored_kernels_agree_in_every_operation(small):
+    stored = multislice_kernel(small, interslice_knn=4, store_blocks=True)
+    lean = multislice_kernel(small, interslice_knn=4, store_blocks=False)
+    vectors = np.random.default_rng(0).standard_normal((stored.shape[0], 4)).astype(np.float32)
+    scale = np.random.default_rng(1).random(stored.shape[0]).astype(np.float32)
+    np.testing.assert_allclose(lean.degrees(), stored.degrees(), rtol=1e-5)
+    np.testing.assert_allclose(
+        lean.matmat(vectors, scale=scale), stored.matmat(vectors, scale=scale), rtol=1e-4, atol=1e-5
+    )
+    labels = np.arange(stored.shape[0]) % 17
+    np.testing.assert_allclose(
+        lean.aggregate(labels, 17).toarray(), stored.aggregate(labels, 17).toarray(), atol=1e-5
+    )
+
+
+def test_scaled_product_and_epilogue(small):
+    kernel = multislice_kernel(small, interslice_knn=4)
+    dense = kernel.to_sparse().toarray()
+    rng = np.random.default_rng(2)
+    vectors = rng.standard_normal((dense.shape[0], 3)).astype(np.float32)
+    other = rng.standard_normal(vectors.shape).astype(np.float32)
+    scale = rng.random(dense.shape[0]).astype(np.float32) + 0.5
+    seen = np.zeros(dense.shape[0], int)
+
+    def epilogue(part):
+        part(seen)[...] += 1  # every row is handed over exactly once
+        result = part(out)
+        result -= part(other)
+
+    out = np.empty_like(vectors)
+    kernel.matmat(vectors, scale=scale, out=out, epilogue=epilogue)
+    expected = scale[:, None] * (dense @ (scale[:, None] * vectors)) - other
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+    assert (seen == 1).all()

@@ -89,3 +89,30 @@ def test_landmark_operator_is_stochastic_and_groups_everything():
     spectrum = diffusion.SpectralDecomposition(op.symmetric, op.scale)
     np.testing.assert_allclose(spectrum.power(1).sum(axis=1), 1, atol=1e-9)
     assert spectrum.eigenvalues[0] == pytest.approx(1, abs=1e-6)
+
+
+def test_landmark_features_from_a_slice_subsample_keep_the_units_apart():
+    # two groups of units with different activation patterns: coordinates from every 3rd
+    # slice, spread to all slices, still tell the groups apart at every slice
+    rng = np.random.default_rng(0)
+    n_slices, n_units, n_trace = 24, 20, 10
+    patterns = rng.standard_normal((2, n_trace)) * 3
+    group = np.arange(n_units) % 2
+    drift = np.cumsum(rng.standard_normal((n_slices, 1, n_trace)) * 0.05, axis=0)
+    data = patterns[group][None] + drift + rng.standard_normal((n_slices, n_units, n_trace)) * 0.3
+    kernel = multislice_kernel(zscore_units(data), interslice_knn=4)
+    whole = landmarks.landmark_features(kernel, 5, random_state=0, stride=1)
+    np.testing.assert_array_equal(whole, landmarks.spectral_features(kernel, 5, random_state=0))
+    sub = landmarks.landmark_features(kernel, 5, random_state=0, stride=3)
+    assert sub.shape == whole.shape and np.isfinite(sub).all()
+    by_point_group = np.tile(group, n_slices)
+    # the leading coordinate is the group split, at sampled and unsampled slices alike
+    assert abs(np.corrcoef(sub[:, 0], by_point_group)[0, 1]) > 0.99
+    unsampled = np.repeat(np.arange(n_slices) % 3 != 0, n_units)
+    assert abs(np.corrcoef(sub[unsampled, 0], by_point_group[unsampled])[0, 1]) > 0.99
+
+
+def test_auto_spectral_stride():
+    assert landmarks.auto_spectral_stride(5_000) == 1
+    assert landmarks.auto_spectral_stride(115_200) == 2
+    assert landmarks.auto_spectral_stride(2_048_000) == 9

@@ -212,8 +212,17 @@ class MPHATE(BaseEstimator):
         if self.mds not in ("metric", "classic"):
             raise ValueError(f"mds must be 'metric' or 'classic'; got {self.mds!r}")
 
-    def _kernel_key(self, fingerprint):
-        return (fingerprint, self.intraslice_knn, self.interslice_knn, float(self.decay), bool(self.normalize))
+    def _kernel_key(self, fingerprint, store):
+        return (fingerprint, self.intraslice_knn, self.interslice_knn, float(self.decay),
+                bool(self.normalize), store)
+
+    def _spectral_stride(self, n_points):
+        """The slice stride of the spectral step, or None when no landmarks are used."""
+        if self.n_landmark is None or n_points <= self.n_landmark:
+            return None
+        if self.spectral_stride == "auto":
+            return landmarks.auto_spectral_stride(n_points)
+        return int(self.spectral_stride)
 
     def _landmark_key(self, kernel_key):
         return (kernel_key, self.n_landmark, self.n_svd, self.spectral_stride, _seed_key(self.random_state))
@@ -243,7 +252,11 @@ class MPHATE(BaseEstimator):
         log = _StageLog(self.verbose)
         log.note(f"{n_slices} slices x {n_units} units x {n_trace} trace inputs = {n_slices * n_units} points")
         with _thread_limit(self.n_jobs, n_slices * n_units):
-            kernel_key = self._kernel_key(_fingerprint(data))
+            stride = self._spectral_stride(n_slices * n_units)
+            # only a spectral step on the whole graph uses the kernel many times; otherwise it
+            # is used once or twice, and keeping just the features (lean) saves its memory
+            store = None if stride == 1 else False
+            kernel_key = self._kernel_key(_fingerprint(data), store)
             if getattr(self, "_kernel_key_", None) != kernel_key:
                 with log.stage("kernel"):
                     features = zscore_units(data) if self.normalize else data.astype(np.float32)
@@ -252,6 +265,7 @@ class MPHATE(BaseEstimator):
                         intraslice_knn=self.intraslice_knn,
                         interslice_knn=self.interslice_knn,
                         decay=self.decay,
+                        store_blocks=store,
                     )
                     del features
                 self._kernel_key_ = kernel_key
@@ -268,12 +282,11 @@ class MPHATE(BaseEstimator):
             if getattr(self, "_landmark_key_", None) != landmark_key:
                 n_points = kernel.shape[0]
                 rng = check_random_state(self.random_state)
-                if self.n_landmark is None or n_points <= self.n_landmark:
+                if stride is None:
                     with log.stage("diffusion operator (all points)"):
                         operator = landmarks.exact_operator(kernel)
                 else:
                     with log.stage("spectral coordinates"):
-                        stride = landmarks.auto_spectral_stride(n_points) if self.spectral_stride == "auto" else self.spectral_stride
                         coords = landmarks.landmark_features(
                             kernel, self.n_svd, random_state=rng, stride=stride
                         )
