@@ -116,10 +116,10 @@ class MPHATE(BaseEstimator):
         Largest t considered by t="auto".
     random_state : int, RandomState or None
     n_jobs : int or None, default None
-        Threads for the linear algebra; -1 uses all cores; None uses one thread for small
-        traces (under 20,000 points) and otherwise as many threads as there are idle cores
-        (by the 1-minute load average), since BLAS threads competing for busy cores are slower
-        than one.
+        Threads, for the chunked stages and the linear algebra alike; -1 uses all cores;
+        None uses one thread for small traces (under 20,000 points) and otherwise as many
+        threads as there are idle cores (measured over 50 ms at the start of the fit), since
+        BLAS threads competing for busy cores are slower than one.
     verbose : int, default 0
         1 prints one timed line per stage to stderr; 2 adds CPU times.
 
