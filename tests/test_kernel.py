@@ -171,3 +171,20 @@ def test_scaled_product_and_epilogue(small):
     expected = scale[:, None] * (dense @ (scale[:, None] * vectors)) - other
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
     assert (seen == 1).all()
+
+
+def test_interpolation_of_a_slice_out_of_reach_takes_the_nearest_given_slice():
+    # unit 0 flips between two unrelated patterns on alternate slices, so from the even slices
+    # its odd slices are far beyond the interslice kernel's reach
+    rng = np.random.default_rng(4)
+    data = rng.standard_normal((10, 6, 8)).astype(np.float32) * 0.05
+    data += rng.standard_normal((1, 6, 8)).astype(np.float32)
+    flip = rng.standard_normal(8).astype(np.float32) * 50
+    data[1::2, 0] += flip
+    kernel = multislice_kernel(data, interslice_knn=2)
+    slices = np.arange(0, 10, 2)
+    values = np.arange(len(slices), dtype=np.float32)[:, None, None] * np.ones((1, 6, 1), np.float32)
+    got = kernel.interpolate_from_slices(slices, values)
+    assert np.isfinite(got).all()
+    # slice 1 is nearest to given slice 0 (value 0), slice 9 to given slice 8 (value 4)
+    assert got[1, 0, 0] == pytest.approx(0.0) and got[9, 0, 0] == pytest.approx(4.0)
