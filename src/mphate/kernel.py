@@ -20,7 +20,7 @@ from mphate._parallel import parallel_map
 KERNEL_THRESHOLD = 1e-4
 
 # working-set size of one chunk of distance blocks (one unit of work for a thread)
-_CHUNK_BYTES = 2**24
+_CHUNK_BYTES = 2**23
 # keep interslice blocks in memory up to this size; beyond, recompute them per use
 _MAX_STORED_BLOCK_BYTES = 2 * 2**30
 
