@@ -129,8 +129,9 @@ class MPHATE(BaseEstimator):
         Slice-major: row ``slice * n_units + unit``.
     kernel_ : scipy.sparse.csr_matrix, shape (N, N)
         The multislice kernel, assembled on first access: about 12 bytes per non-zero, so
-        tens of GB for millions of points with wide layers (a real 1,000 x 2,048 trace has
-        about 500 non-zeros a point); use ``multislice_kernel_`` there.
+        gigabytes for millions of points with wide layers (a real 1,000 x 2,048 trace has
+        200-350 intraslice non-zeros a point, plus the interslice ones); use
+        ``multislice_kernel_`` there.
     multislice_kernel_ : MultisliceKernel
         The kernel in its structured form (lean, features only, when the spectral step runs
         on a slice subsample or the interslice blocks would exceed 2 GB).
