@@ -99,6 +99,9 @@ def test_spectral_stride_subsamples_slices_and_is_deterministic(trace):
     # the spectral step on the whole graph stores the kernel it multiplies by 13 times
     est.set_params(spectral_stride=1).fit(trace.data)
     assert not est.multislice_kernel_.lean
+    # with too few slices to subsample, a stride means the whole graph, and a stored kernel
+    two_slices = fast(spectral_stride=4, interslice_knn=1, n_landmark=30).fit(trace.data[:3])
+    assert not two_slices.multislice_kernel_.lean
 
 
 def test_auto_t_is_the_entropy_knee(trace):

@@ -220,13 +220,15 @@ class MPHATE(BaseEstimator):
         return (fingerprint, self.intraslice_knn, self.interslice_knn, float(self.decay),
                 bool(self.normalize), store)
 
-    def _spectral_stride(self, n_points):
+    def _spectral_stride(self, n_slices, n_units):
         """The slice stride of the spectral step, or None when no landmarks are used."""
+        n_points = n_slices * n_units
         if self.n_landmark is None or n_points <= self.n_landmark:
             return None
-        if self.spectral_stride == "auto":
-            return landmarks.auto_spectral_stride(n_points)
-        return int(self.spectral_stride)
+        stride = self.spectral_stride
+        if stride == "auto":
+            stride = landmarks.auto_spectral_stride(n_points)
+        return max(1, min(int(stride), n_slices // 2))  # as landmark_features caps it
 
     def _landmark_key(self, kernel_key):
         return (kernel_key, self.n_landmark, self.n_svd, self.spectral_stride, _seed_key(self.random_state))
@@ -256,7 +258,7 @@ class MPHATE(BaseEstimator):
         log = _StageLog(self.verbose)
         log.note(f"{n_slices} slices x {n_units} units x {n_trace} trace inputs = {n_slices * n_units} points")
         with _thread_limit(self.n_jobs, n_slices * n_units):
-            stride = self._spectral_stride(n_slices * n_units)
+            stride = self._spectral_stride(n_slices, n_units)
             # only a spectral step on the whole graph uses the kernel many times; otherwise it
             # is used once or twice, and keeping just the features (lean) saves its memory
             store = None if stride == 1 else False

@@ -166,9 +166,15 @@ def _orthonormalize(vectors: np.ndarray, out=None, scratch=None) -> np.ndarray:
     for target in (scratch, out):
         gram = (source.T @ source).astype(np.float64)
         gram += np.eye(len(gram)) * (1e-10 * np.trace(gram) / len(gram) + 1e-30)
-        # NumPy's LAPACK, not SciPy's: the two link separate OpenBLAS builds whose idle
-        # threads spin, and alternating between them in this loop doubled its time
-        inv_upper = np.linalg.inv(np.linalg.cholesky(gram)).T
+        try:
+            # NumPy's LAPACK, not SciPy's: the two link separate OpenBLAS builds whose idle
+            # threads spin, and alternating between them in this loop doubled its time
+            inv_upper = np.linalg.inv(np.linalg.cholesky(gram)).T
+        except np.linalg.LinAlgError:
+            # numerically rank-deficient block (tiny graphs, where the block is nearly as
+            # wide as the graph is large): Householder QR copes
+            out[...] = np.linalg.qr(source.astype(np.float64))[0]
+            return out
         np.matmul(source, inv_upper.astype(np.float32), out=target)
         source = target
     return out
