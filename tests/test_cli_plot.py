@@ -1,6 +1,7 @@
 """``mphate embed / plot / report``: outputs for a user's own trace, and clear messages for bad input."""
 from __future__ import annotations
 
+import argparse
 import os
 
 import numpy as np
@@ -61,6 +62,20 @@ def test_embed_then_plot_and_report_from_the_saved_embedding(tmp_path, files, ca
     for name in ("index.html", "colorings.png", "epoch.png", "layer.png", "class.png", "3d.png", "embedding.npz"):
         assert (rep / name).exists(), name
     assert "index.html" in out
+
+
+def test_embed_options_reach_the_estimator(tmp_path, files, capsys):
+    from mphate.cli import embed
+
+    parser = argparse.ArgumentParser()
+    embed.add_embedding_arguments(parser, n_components_default=2)
+    args = parser.parse_args(["--spectral-stride", "3", "--t", "5", "--n-landmark", "none"])
+    est = embed.estimator_from_args(args, 2)
+    assert (est.spectral_stride, est.t, est.n_landmark) == (3, 5, None)
+    assert embed.estimator_from_args(parser.parse_args([]), 2).spectral_stride == "auto"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["embed", str(files["trace"]), "--spectral-stride", "0", *FAST])
+    assert exit_info.value.code == 2 and "spectral-stride" in capsys.readouterr().err
 
 
 def test_plot_computes_the_embedding_when_none_is_given(tmp_path, files, capsys, monkeypatch):

@@ -47,12 +47,21 @@ def add_embedding_arguments(parser, *, n_components_default) -> None:
     # SUPPRESS: absent unless given, since "none" (no landmarks) is itself a value
     group.add_argument("--n-landmark", type=_landmark_value, default=argparse.SUPPRESS, metavar="N",
                        help="landmarks to compress the diffusion to, or 'none' (default: 4000)")
+    group.add_argument("--spectral-stride", type=_stride_value, default=None, metavar="K",
+                       help="compute the landmarks' spectral coordinates on every K-th slice, or "
+                            "'auto' (default: auto, which is 1 under 20,000 points)")
     group.add_argument("--random-state", type=int, default=0, metavar="SEED",
                        help="seed, so reruns give the same picture (default: %(default)s)")
     group.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
 
 
 def _t_value(text: str):
+    if text == "auto":
+        return "auto"
+    return int_at_least(text, 1, "'auto' or a positive integer")
+
+
+def _stride_value(text: str):
     if text == "auto":
         return "auto"
     return int_at_least(text, 1, "'auto' or a positive integer")
@@ -67,7 +76,7 @@ def _landmark_value(text: str):
         raise argparse.ArgumentTypeError(f"must be an integer or 'none', not {text!r}") from None
 
 
-_PARAMS = ("t", "gamma", "intraslice_knn", "interslice_knn", "decay")
+_PARAMS = ("t", "gamma", "intraslice_knn", "interslice_knn", "decay", "spectral_stride")
 
 
 def estimator_from_args(args, n_components: int):
