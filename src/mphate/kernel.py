@@ -35,26 +35,29 @@ def _chunks_of(n_items: int, item_bytes: int) -> list[tuple[int, int]]:
     return _chunk_ranges(n_items, _CHUNK_BYTES // max(1, item_bytes))
 
 
-def batched_sq_distances(points: np.ndarray) -> np.ndarray:
-    """Squared Euclidean distances within each batch.
+def batched_sq_distances(points: np.ndarray, others: np.ndarray | None = None) -> np.ndarray:
+    """Squared Euclidean distances within each batch (or from ``points`` to ``others``).
 
     Parameters
     ----------
     points : ndarray, shape (n_batch, n_points, n_features), float32
+    others : ndarray, shape (n_batch, n_others, n_features), optional
+        Default: ``points`` themselves, and then the diagonal is set to exact zeros.
 
     Returns
     -------
-    ndarray, shape (n_batch, n_points, n_points), float32, non-negative, exact zeros on the
-    diagonal
+    ndarray, shape (n_batch, n_points, n_others), float32, non-negative
     """
     sq_norms = np.einsum("bij,bij->bi", points, points)
-    # (-2 x) x^T: the factor rides on the small operand instead of a pass over the result
-    dist = np.matmul(points * np.float32(-2.0), points.transpose(0, 2, 1))
+    other_sq_norms = sq_norms if others is None else np.einsum("bij,bij->bi", others, others)
+    # (-2 x) y^T: the factor rides on the small operand instead of a pass over the result
+    dist = np.matmul(points * np.float32(-2.0), (points if others is None else others).transpose(0, 2, 1))
     dist += sq_norms[:, :, None]
-    dist += sq_norms[:, None, :]
+    dist += other_sq_norms[:, None, :]
     np.maximum(dist, 0.0, out=dist)
-    diag = np.arange(points.shape[1])
-    dist[:, diag, diag] = 0.0
+    if others is None:
+        diag = np.arange(points.shape[1])
+        dist[:, diag, diag] = 0.0
     return dist
 
 
@@ -261,16 +264,24 @@ def _mean_bandwidth(medians: np.ndarray) -> float:
     return eps
 
 
-def _interslice_affinity(sq_dist: np.ndarray, eps: float, threshold: float) -> np.ndarray:
-    """Gaussian interslice affinity from squared distances, in place; zero diagonal (self
-    links live in the intraslice part)."""
+def _interslice_affinity(sq_dist: np.ndarray, eps: float, threshold: float, zero_diagonal: bool = True
+                         ) -> np.ndarray:
+    """Gaussian interslice affinity from squared distances, in place, thresholded; by default
+    with a zero diagonal (in the multislice kernel the self links live in the intraslice part)."""
     with np.errstate(under="ignore"):
         sq_dist *= np.float32(-1.0 / (eps * eps))
         affinity = np.exp(sq_dist, out=sq_dist)
     affinity[affinity < threshold] = 0.0
-    diag = np.arange(sq_dist.shape[1])
-    affinity[:, diag, diag] = 0.0
+    if zero_diagonal:
+        diag = np.arange(sq_dist.shape[1])
+        affinity[:, diag, diag] = 0.0
     return affinity
+
+
+def _interslice_blocks_of(features: np.ndarray, u0: int, u1: int, eps: float, threshold: float) -> np.ndarray:
+    """Interslice blocks of units u0..u1 computed from slice-major features,
+    shape (u1 - u0, n_slices, n_slices)."""
+    return _interslice_affinity(batched_sq_distances(_unit_slab(features, u0, u1)), eps, threshold)
 
 
 class MultisliceKernel:
@@ -340,8 +351,7 @@ class MultisliceKernel:
         """Interslice blocks of units u0..u1, shape (u1 - u0, n_slices, n_slices)."""
         if self._blocks is not None:
             return self._blocks[u0:u1]
-        sq = batched_sq_distances(_unit_slab(self._features, u0, u1))
-        return _interslice_affinity(sq, self.interslice_eps, self.threshold)
+        return _interslice_blocks_of(self._features, u0, u1, self.interslice_eps, self.threshold)
 
     def interslice_blocks(self):
         """Yield ``(u0, u1, blocks)`` with blocks of shape (u1 - u0, n_slices, n_slices)."""
@@ -507,8 +517,7 @@ class MultisliceKernel:
 
             def fill(bounds):
                 u0, u1 = bounds
-                sq = batched_sq_distances(_unit_slab(features, u0, u1))
-                blocks[u0:u1] = _interslice_affinity(sq, self.interslice_eps, self.threshold)
+                blocks[u0:u1] = _interslice_blocks_of(features, u0, u1, self.interslice_eps, self.threshold)
 
             parallel_map(fill, _chunks_of(n_units, 4 * 2 * len(slices) ** 2))
         else:
@@ -556,18 +565,9 @@ class MultisliceKernel:
                 weights[:, slices, np.arange(len(slices))] = 1.0  # the blocks leave out self links
                 return weights
             every = _unit_slab(self._features, u0, u1)  # (b, n_slices, F)
-            given = np.ascontiguousarray(every[:, slices])  # (b, n_given, F)
-            # squared distances, as in batched_sq_distances
-            ones = np.ones(every.shape[2], dtype=np.float32)
-            sq = np.matmul(every * np.float32(-2.0), given.transpose(0, 2, 1))
-            sq += (every * every) @ ones[:, None]
-            sq += ((given * given) @ ones)[:, None, :]
-            np.maximum(sq, 0.0, out=sq)
-            sq *= np.float32(-1.0 / self.interslice_eps**2)
-            with np.errstate(under="ignore"):
-                weights = np.exp(sq, out=sq)
-            weights[weights < self.threshold] = 0.0
-            return weights
+            sq = batched_sq_distances(every, np.ascontiguousarray(every[:, slices]))
+            # a given slice's distance to itself is 0, so its self link gets weight 1
+            return _interslice_affinity(sq, self.interslice_eps, self.threshold, zero_diagonal=False)
 
         def work(bounds):
             u0, u1 = bounds
