@@ -222,13 +222,9 @@ class MPHATE(BaseEstimator):
 
     def _spectral_stride(self, n_slices, n_units):
         """The slice stride of the spectral step, or None when no landmarks are used."""
-        n_points = n_slices * n_units
-        if self.n_landmark is None or n_points <= self.n_landmark:
+        if self.n_landmark is None or n_slices * n_units <= self.n_landmark:
             return None
-        stride = self.spectral_stride
-        if stride == "auto":
-            stride = landmarks.auto_spectral_stride(n_points)
-        return max(1, min(int(stride), n_slices // 2))  # as landmark_features caps it
+        return landmarks.effective_stride(self.spectral_stride, n_slices, n_units)
 
     def _landmark_key(self, kernel_key):
         return (kernel_key, self.n_landmark, self.n_svd, self.spectral_stride, _seed_key(self.random_state))

@@ -109,7 +109,15 @@ def auto_spectral_stride(n_points: int) -> int:
     return max(2, int(np.ceil(n_points / MAX_SPECTRAL_POINTS)))
 
 
-def landmark_features(kernel, n_components: int, random_state=None, stride: int = 1) -> np.ndarray:
+def effective_stride(stride, n_slices: int, n_units: int) -> int:
+    """The slice stride :func:`landmark_features` uses: "auto" resolved by
+    :func:`auto_spectral_stride`, then capped at ``n_slices // 2`` (and at least 1)."""
+    if stride == "auto":
+        stride = auto_spectral_stride(n_slices * n_units)
+    return max(1, min(int(stride), n_slices // 2))
+
+
+def landmark_features(kernel, n_components: int, random_state=None, stride=1) -> np.ndarray:
     """Spectral coordinates of every point, for clustering points into landmarks.
 
     With ``stride`` 1, :func:`spectral_features` of the whole kernel. Otherwise the
@@ -127,15 +135,15 @@ def landmark_features(kernel, n_components: int, random_state=None, stride: int 
     Parameters
     ----------
     kernel : MultisliceKernel
-    stride : int >= 1, capped at ``n_slices // 2``
+    stride : int >= 1 or "auto", see :func:`effective_stride`
 
     Returns
     -------
     ndarray, shape (N, n_components), float32
     """
     n_points = kernel.shape[0]
-    stride = min(int(stride), kernel.n_slices // 2)
-    if stride <= 1:
+    stride = effective_stride(stride, kernel.n_slices, kernel.n_units)
+    if stride == 1:
         return spectral_features(kernel, n_components, random_state=random_state)
     slices = np.arange(0, kernel.n_slices, stride)
     sub = kernel.subsample_slices(slices)
