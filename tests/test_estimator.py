@@ -107,8 +107,29 @@ def test_spectral_stride_subsamples_slices_and_is_deterministic(trace):
 def test_auto_t_is_the_entropy_knee(trace):
     est = fast().fit(trace.data)
     assert 1 <= est.t_ <= est.t_max
+    assert est.t_candidates_[0] == est.t_
     # entropy falls with t
     assert np.all(np.diff(est.entropy_) <= 1e-9)
+
+
+def test_two_near_equal_knees_warn_and_are_reported(trace, monkeypatch):
+    import warnings
+
+    from mphate import diffusion
+
+    t = np.arange(1, 101, dtype=float)
+    # a fast early drop, a slope, a second drop from t=40 to 70: two knees that fit about equally
+    two_bends = 8 - 0.5 * np.minimum(t, 6) - 0.01 * t - 2.2 * np.clip((t - 40) / 30, 0, 1)
+    monkeypatch.setattr(diffusion, "von_neumann_entropy", lambda eigenvalues, t_max=100: two_bends[:t_max])
+    est = fast()
+    with pytest.warns(diffusion.AmbiguousKneeWarning, match=r"t=7 \(taken\) and t=60"):
+        est.fit(trace)
+    assert est.t_ == 7 and est.t_candidates_ == [7, 60]
+    # a t given by the user is not second-guessed; the candidates stay for inspection
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est.set_params(t=60).fit(trace)
+    assert est.t_ == 60 and est.t_candidates_ == [7, 60]
 
 
 def test_exact_path_without_landmarks(trace):

@@ -39,6 +39,45 @@ def test_find_knee_of_two_lines():
         diffusion.find_knee([1.0, 0.5])
 
 
+def test_knee_fit_errors_match_least_squares_by_hand():
+    y = np.random.default_rng(3).normal(size=17).cumsum()
+    x = np.arange(17.0)
+
+    def rss(xs, ys):
+        fit = np.polyval(np.polyfit(xs, ys, 1), xs)
+        return ((ys - fit) ** 2).sum()
+
+    expected = [rss(x[: i + 1], y[: i + 1]) + rss(x[i:], y[i:]) for i in range(1, 16)]
+    np.testing.assert_allclose(diffusion.knee_fit_errors(y), expected, atol=1e-9)
+
+
+def _two_bend_curve(late_drop: float):
+    # fast early drop to t=6, a gentle slope, a second drop from t=40 to 70, gentle again
+    t = np.arange(1, 101, dtype=float)
+    y = 8 - 0.5 * np.minimum(t, 6) - 0.01 * t
+    return y - late_drop * np.clip((t - 40) / 30, 0, 1)
+
+
+def test_knee_candidates_report_both_bends_of_a_two_bend_curve():
+    # the late drop's size decides which bend fits best; both stay candidates near the tie
+    weak, strong = _two_bend_curve(2.2), _two_bend_curve(2.4)
+    for curve in (weak, strong):
+        candidates = diffusion.t_candidates(curve)
+        assert candidates[0] == diffusion.find_knee(curve) + 1
+        assert len(candidates) == 2
+        assert min(candidates) in range(5, 9) and max(candidates) in range(38, 72)
+    assert diffusion.t_candidates(weak)[0] != diffusion.t_candidates(strong)[0]
+    # a clearly dominant late drop leaves one knee
+    assert len(diffusion.t_candidates(_two_bend_curve(4.0))) == 1
+
+
+def test_knee_candidates_of_a_single_knee_and_a_flat_curve():
+    x = np.arange(40)
+    y = np.where(x < 12, 100 - 6 * x, 100 - 6 * 12 - 0.5 * (x - 12))
+    assert diffusion.knee_candidates(y) == [12]
+    assert diffusion.knee_candidates(np.ones(30)) == [1]
+
+
 def test_potential_family():
     p = np.array([[0.25, 0.75]])
     np.testing.assert_allclose(diffusion.potential(p, 0), 2 * np.sqrt(p))

@@ -81,12 +81,12 @@ def von_neumann_entropy(eigenvalues: np.ndarray, t_max: int = 100) -> np.ndarray
     return entropy
 
 
-def find_knee(y: np.ndarray) -> int:
-    """Index of the knee of a decreasing curve, by the best two-segment linear fit.
+def knee_fit_errors(y: np.ndarray) -> np.ndarray:
+    """Total squared error of the best two-segment linear fit, for every split of a curve.
 
-    For each split point, fit a least-squares line to the points left of it (inclusive) and one
-    to the points right of it (inclusive); the knee is the split with the least total squared
-    error.
+    For split ``i`` a least-squares line is fitted to the points ``0..i`` and another to
+    ``i..n-1`` (the split point belongs to both); the sum of their residual squares is the
+    error. All splits cost O(n) together, by running sums.
 
     Parameters
     ----------
@@ -94,12 +94,12 @@ def find_knee(y: np.ndarray) -> int:
 
     Returns
     -------
-    int, in [1, n - 2]
+    ndarray, shape (n - 2,): entry ``i - 1`` is the error of split ``i`` (1 <= i <= n - 2)
     """
     y = np.asarray(y, dtype=np.float64)
     n = len(y)
-    if n < 3:
-        raise ValueError("find_knee needs at least 3 points")
+    if y.ndim != 1 or n < 3:
+        raise ValueError(f"a knee needs a curve of at least 3 points; got shape {y.shape}")
     x = np.arange(n, dtype=np.float64)
 
     def segment_errors(xs, ys):
@@ -116,9 +116,46 @@ def find_knee(y: np.ndarray) -> int:
 
     left = segment_errors(x, y)  # left[i] = fit over 0..i
     right = segment_errors(x[::-1], y[::-1])[::-1]  # right[i] = fit over i..n-1
-    splits = np.arange(1, n - 1)
-    total = left[splits] + right[splits]
-    return int(splits[np.argmin(total)])
+    return left[1 : n - 1] + right[1 : n - 1]
+
+
+def find_knee(y: np.ndarray) -> int:
+    """Index of the knee of a decreasing curve: the split of the best two-segment linear fit.
+
+    Parameters
+    ----------
+    y : ndarray, shape (n,), n >= 3
+
+    Returns
+    -------
+    int, in [1, n - 2]
+    """
+    return int(np.argmin(knee_fit_errors(y))) + 1
+
+
+def knee_candidates(y: np.ndarray, tolerance: float = 0.25, window: int = 5) -> list[int]:
+    """Every knee of a curve whose two-segment fit is nearly as good as the best one.
+
+    A curve with two bends (a fast early drop, a plateau, a second drop) has two separate
+    minima of the fit error, and which one is lowest can turn on a rounding-level change of
+    the curve. The candidates are the splits whose error is the least within ``window``
+    points either side and at most ``(1 + tolerance)`` times the best error.
+
+    Returns
+    -------
+    list of int, best fit first; its first entry is :func:`find_knee`'s answer
+    """
+    errors = knee_fit_errors(y)
+    best = errors.min()
+    candidates = [
+        i for i in range(len(errors))
+        if errors[i] == errors[max(0, i - window) : i + window + 1].min()
+        and errors[i] <= (1.0 + tolerance) * best
+    ]
+    # a flat stretch of equal errors counts once (its first point)
+    candidates = [i for i in candidates if i == 0 or errors[i - 1] != errors[i] or i - 1 not in candidates]
+    candidates.sort(key=lambda i: (errors[i], i))
+    return [i + 1 for i in candidates]
 
 
 def select_t(eigenvalues: np.ndarray, t_max: int = 100) -> tuple[int, np.ndarray]:
@@ -131,6 +168,30 @@ def select_t(eigenvalues: np.ndarray, t_max: int = 100) -> tuple[int, np.ndarray
     """
     entropy = von_neumann_entropy(eigenvalues, t_max)
     return find_knee(entropy) + 1, entropy
+
+
+def t_candidates(entropy: np.ndarray) -> list[int]:
+    """Diffusion times at every near-best knee of an entropy curve (:func:`knee_candidates`).
+
+    ``entropy[t - 1]`` is the entropy at time t; the first entry is :func:`select_t`'s t.
+    """
+    return [index + 1 for index in knee_candidates(entropy)]
+
+
+class AmbiguousKneeWarning(UserWarning):
+    """The entropy curve has two knees that fit about equally well, so t="auto" is fragile."""
+
+
+def ambiguous_knee_message(candidates: list[int]) -> str:
+    chosen, others = candidates[0], candidates[1:]
+    alternatives = " and ".join(f"t={t}" for t in others)
+    return (
+        f"the von Neumann entropy curve has {len(candidates)} knees that fit about equally well: "
+        f"t={chosen} (taken) and {alternatives}. Which one wins can turn on tiny changes of the "
+        f"trace, and the pictures can differ a lot (a larger t smooths more); compare them with "
+        f"set_params(t=...) (refitting reuses the kernel and landmarks) and "
+        f"mphate.plot.plot_entropy"
+    )
 
 
 def potential(transition: np.ndarray, gamma: float, inplace: bool = False) -> np.ndarray:

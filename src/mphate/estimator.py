@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import sys
 import time
+import warnings
 from contextlib import contextmanager
 
 import numpy as np
@@ -144,6 +145,11 @@ class MPHATE(BaseEstimator):
         Diffusion time used.
     entropy_ : ndarray, shape (t_max,)
         Von Neumann entropy of the operator at t = 1..t_max.
+    t_candidates_ : list of int
+        Every knee of ``entropy_`` whose two-segment fit is within 25% of the best, best
+        first (the first is what t="auto" takes). Two entries mean a two-bend curve: the
+        automatic t could as well have been the other, and the picture can differ a lot
+        between them; t="auto" then warns (:class:`mphate.diffusion.AmbiguousKneeWarning`).
     landmark_embedding_ : ndarray, shape (n_landmark_, n_components)
     n_slices_, n_units_, n_trace_ : int
     timings_ : dict of str -> float
@@ -310,9 +316,13 @@ class MPHATE(BaseEstimator):
 
             with log.stage("diffusion time and potential"):
                 t_auto, self.entropy_ = diffusion.select_t(self._spectrum.eigenvalues, self.t_max)
+                self.t_candidates_ = diffusion.t_candidates(self.entropy_)
                 if self.t == "auto":
                     self.t_ = t_auto
                     log.note(f"t = {self.t_} (knee of the von Neumann entropy)")
+                    if len(self.t_candidates_) > 1:
+                        warnings.warn(diffusion.ambiguous_knee_message(self.t_candidates_),
+                                      diffusion.AmbiguousKneeWarning, stacklevel=2)
                 else:
                     self.t_ = int(self.t)
                 potential = diffusion.potential(
