@@ -64,6 +64,26 @@ def test_embed_then_plot_and_report_from_the_saved_embedding(tmp_path, files, ca
     assert "index.html" in out
 
 
+def test_an_ambiguous_t_is_one_warning_line_and_the_report_shows_the_curve(tmp_path, files, capsys,
+                                                                          monkeypatch):
+    from mphate import diffusion
+
+    t = np.arange(1, 101, dtype=float)
+    two_bends = 8 - 0.5 * np.minimum(t, 6) - 0.01 * t - 2.2 * np.clip((t - 40) / 30, 0, 1)
+    monkeypatch.setattr(diffusion, "von_neumann_entropy", lambda eigenvalues, t_max=100: two_bends[:t_max])
+    code, _, err = run(capsys, "embed", files["trace"], "-o", tmp_path / "e.npz", *FAST)
+    assert code == 0
+    assert err.count("mphate embed: warning: the von Neumann entropy curve has 2 knees") == 1
+    assert "Traceback" not in err and "warnings.warn" not in err
+
+    # the report fits 2-D and 3-D: the same warning once, and the curve as a figure
+    rep = tmp_path / "rep"
+    code, _, err = run(capsys, "report", files["trace"], "-o", rep, "--dpi", "30", *FAST)
+    assert code == 0
+    assert err.count("knees that fit about equally well") == 1
+    assert (rep / "entropy.png").stat().st_size > 1000
+
+
 def test_embed_options_reach_the_estimator(tmp_path, files, capsys):
     from mphate.cli import embed
 

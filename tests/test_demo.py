@@ -18,7 +18,7 @@ from mphate.embedding_file import load_embedding  # noqa: E402
 from mphate.io import load_trace  # noqa: E402
 from mphate.store import TraceStore  # noqa: E402
 
-REPORT_FILES = ("html", "colorings", "epoch", "layer", "class", "3d", "embedding")
+REPORT_FILES = ("html", "colorings", "epoch", "layer", "class", "3d", "entropy", "embedding")
 
 
 def test_report_files(demo_report):

@@ -288,3 +288,36 @@ def test_write_report_without_layers(tmp_path):
     with pytest.warns(UserWarning, match="colour by layer is unavailable"):
         paths = write_report(fake_embedding(bare), bare, tmp_path, dpi=30)
     assert "layer" not in paths and "3d" not in paths and paths["class"].exists()
+
+
+def test_plot_entropy_marks_the_chosen_t_and_the_rival_knee(tmp_path):
+    from types import SimpleNamespace
+
+    from mphate.plot import plot_entropy
+
+    t = np.arange(1, 101, dtype=float)
+    curve = 8 - 0.5 * np.minimum(t, 6) - 0.01 * t - 2.2 * np.clip((t - 40) / 30, 0, 1)
+    ax = plot_entropy(curve)  # knees found from the curve itself
+    labels = sorted(text.get_text() for text in ax.texts)
+    assert labels == ["other knee t=60", "t=7"]
+    assert sorted(line.get_xdata()[0] for line in ax.lines[1:3]) == [7, 60]  # the vertical markers
+
+    # a fitted estimator's own t and candidates win; the figure can be written
+    fitted = SimpleNamespace(entropy_=curve, t_=60, t_candidates_=[7, 60])
+    path = tmp_path / "entropy.png"
+    ax = plot_entropy(fitted, path=path, dpi=40)
+    assert sorted(text.get_text() for text in ax.texts) == ["other knee t=7", "t=60"]
+    assert path.stat().st_size > 1000 and read_png(path).std() > 5
+
+    with pytest.raises(ValueError, match="finite entropy curve"):
+        plot_entropy(np.array([3.0, np.nan, 1.0]))
+
+
+def test_write_report_with_the_estimator_adds_the_entropy_figure(tmp_path):
+    from mphate import MPHATE
+
+    small = synthetic_trace(n_slices=6, layer_sizes=(8, 8))
+    est = MPHATE(interslice_knn=3, random_state=0)
+    embedding = est.fit_transform(small)
+    paths = write_report(embedding, small, tmp_path / "rep", dpi=30, estimator=est)
+    assert paths["entropy"].name == "entropy.png" and read_png(paths["entropy"]).std() > 5

@@ -237,7 +237,7 @@ def run_demo(
     paths = write_report(
         embedding, trace, out,
         title=f"M-PHATE demo: digits MLP, {epochs} epochs",
-        embedding_3d=embedding_3d, dpi=dpi, params=fit_params,
+        embedding_3d=embedding_3d, dpi=dpi, params=fit_params, estimator=est,
     )
     t_report = time.perf_counter() - t0
     total = time.perf_counter() - start

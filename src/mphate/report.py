@@ -8,7 +8,7 @@ from mphate.embedding_file import save_embedding
 from mphate.plot._output import ensure_writable_dir
 from mphate.plot.colorings import STANDARD, available_colorings, check_embedding, coloring
 from mphate.plot.html import report_html
-from mphate.plot.static import plot_3d, plot_colorings
+from mphate.plot.static import plot_3d, plot_colorings, plot_entropy
 from mphate.trace import Trace
 
 
@@ -22,6 +22,7 @@ def write_report(
     webgl: bool | None = None,
     dpi: int = 200,
     params: dict | None = None,
+    estimator=None,
 ) -> dict[str, Path]:
     """Write ``index.html``, PNG figures and ``embedding.npz`` into ``out_dir``.
 
@@ -43,12 +44,15 @@ def write_report(
         Resolution of the PNGs.
     params : dict, optional
         Embedding parameters, stored in ``embedding.npz``.
+    estimator : fitted :class:`mphate.MPHATE`, optional
+        The estimator that made ``embedding``: adds ``entropy.png``, the entropy curve its
+        diffusion time was read from, with the chosen t and any rival knee marked.
 
     Returns
     -------
     dict naming each written file: "html", "colorings" (the panels side by side), one PNG per
     available standard colouring ("epoch", "layer", "class"), "3d" when a 3-D embedding is
-    available, and "embedding".
+    available, "entropy" when an estimator is given, and "embedding".
     """
     emb = check_embedding(embedding, trace)
     emb3 = None
@@ -78,6 +82,10 @@ def write_report(
     if emb3 is not None:
         paths["3d"] = out / "3d.png"
         plot_3d(emb3, coloring(trace, "epoch"), path=paths["3d"], dpi=dpi)
+
+    if estimator is not None:
+        paths["entropy"] = out / "entropy.png"
+        plot_entropy(estimator, path=paths["entropy"], dpi=dpi)
 
     paths["embedding"] = save_embedding(
         out / "embedding.npz", emb, trace,

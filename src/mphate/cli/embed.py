@@ -116,8 +116,9 @@ def warnings_as_messages(command: str):
         try:
             yield
         finally:
-            for w in caught:
-                print(f"mphate {command}: warning: {w.message}", file=sys.stderr)
+            # a refit (the 3-D view of a report) repeats the 2-D fit's warnings: show each once
+            for message in dict.fromkeys(str(w.message) for w in caught):
+                print(f"mphate {command}: warning: {message}", file=sys.stderr)
 
 
 def run(args) -> int:
@@ -128,7 +129,8 @@ def run(args) -> int:
     output = Path(args.output) if args.output else default_name(args.path, "_embedding.npz")
     ensure_parent_writable(output)  # fail before a long computation, not after
     est = estimator_from_args(args, args.n_components)
-    embedding = est.fit_transform(trace)
+    with warnings_as_messages("embed"):
+        embedding = est.fit_transform(trace)
     params = {k: v for k, v in est.get_params().items() if k != "verbose"}
     save_embedding(output, embedding, trace, params=params)
     if not args.quiet:

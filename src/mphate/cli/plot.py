@@ -44,18 +44,18 @@ def run(args) -> int:
     trace = read_trace(args.path)
     suffix = "_mphate_3d.png" if args.three_d else "_mphate.png"
     output = ensure_parent_writable(Path(args.output) if args.output else default_name(args.path, suffix))
-    if args.embedding:
-        embedding = load_embedding(args.embedding, trace)
-        if args.three_d and embedding.shape[1] != 3:
-            raise ValueError(
-                f"--3d needs a 3-component embedding, but {args.embedding} has {embedding.shape[1]} "
-                f"columns; compute one with: mphate embed {args.path} --n-components 3"
-            )
-    else:
-        n_components = args.n_components or (3 if args.three_d else 2)
-        embedding = estimator_from_args(args, n_components).fit_transform(trace)
     color_by = [name.strip() for name in args.color_by.split(",") if name.strip()] if args.color_by else None
     with warnings_as_messages("plot"):
+        if args.embedding:
+            embedding = load_embedding(args.embedding, trace)
+            if args.three_d and embedding.shape[1] != 3:
+                raise ValueError(
+                    f"--3d needs a 3-component embedding, but {args.embedding} has {embedding.shape[1]} "
+                    f"columns; compute one with: mphate embed {args.path} --n-components 3"
+                )
+        else:
+            n_components = args.n_components or (3 if args.three_d else 2)
+            embedding = estimator_from_args(args, n_components).fit_transform(trace)
         plot_colorings(embedding, trace, output, color_by=color_by, dpi=args.dpi)
     print(f"wrote {output}")
     return 0

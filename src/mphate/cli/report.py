@@ -18,7 +18,7 @@ def add_parser(subparsers) -> None:
         help="write a report folder: interactive HTML page, PNG figures and the embedding",
         description="Embed a trace (store directory, .npz, .npy or reference .mat) in 2-D and "
         "3-D and write a folder with index.html (interactive, works offline), colorings.png, "
-        "one PNG per colouring, 3d.png and embedding.npz. Give --embedding (and "
+        "one PNG per colouring, 3d.png, entropy.png (how t was chosen) and embedding.npz. Give --embedding (and "
         "--embedding-3d) from `mphate embed` to skip the computation.",
     )
     parser.add_argument("path", help="trace store directory, or a .npz/.npy/.mat trace file")
@@ -45,19 +45,19 @@ def run(args) -> int:
     title = args.title or f"M-PHATE: {default_name(args.path, '')}"
 
     embedding_3d = load_embedding(args.embedding_3d, trace, key=_key_3d(args.embedding_3d)) if args.embedding_3d else None
-    params = None
-    if args.embedding:
-        embedding = load_embedding(args.embedding, trace)
-    else:
-        est = estimator_from_args(args, args.n_components or 2)
-        embedding = est.fit_transform(trace)
-        params = {k: v for k, v in est.get_params().items() if k != "verbose"}
-        if embedding_3d is None and embedding.shape[1] != 3 and not args.no_3d:
-            # same estimator: the kernel and landmarks of the 2-D fit are reused
-            embedding_3d = est.set_params(n_components=3).fit_transform(trace)
+    params = est = None
     with warnings_as_messages("report"):
+        if args.embedding:
+            embedding = load_embedding(args.embedding, trace)
+        else:
+            est = estimator_from_args(args, args.n_components or 2)
+            embedding = est.fit_transform(trace)
+            params = {k: v for k, v in est.get_params().items() if k != "verbose"}
+            if embedding_3d is None and embedding.shape[1] != 3 and not args.no_3d:
+                # same estimator: the kernel and landmarks of the 2-D fit are reused
+                embedding_3d = est.set_params(n_components=3).fit_transform(trace)
         paths = write_report(embedding, trace, out_dir, title=title, embedding_3d=embedding_3d,
-                             dpi=args.dpi, params=params)
+                             dpi=args.dpi, params=params, estimator=est)
     if not args.quiet:
         for path in paths.values():
             print(f"wrote {path}")

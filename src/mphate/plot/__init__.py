@@ -19,7 +19,7 @@ from mphate.plot.colorings import (
     unit_per_point,
 )
 from mphate.plot.interactive import plotly_figure
-from mphate.plot.static import plot_3d, plot_colorings, save_figure, scatter
+from mphate.plot.static import plot_3d, plot_colorings, plot_entropy, save_figure, scatter
 
 __all__ = [
     "Coloring",
@@ -34,6 +34,7 @@ __all__ = [
     "scatter",
     "plot_colorings",
     "plot_3d",
+    "plot_entropy",
     "save_figure",
     "plotly_figure",
 ]

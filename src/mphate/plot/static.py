@@ -377,3 +377,70 @@ def plot_3d(
     if path is not None:
         save_figure(ax.figure, path, dpi=dpi)
     return ax
+
+
+def plot_entropy(
+    source,
+    ax=None,
+    *,
+    t: int | None = None,
+    candidates=None,
+    path=None,
+    dpi: int = 200,
+    figsize=(5.0, 3.2),
+):
+    """The von Neumann entropy curve that t="auto" reads, with the chosen t and any rival knee.
+
+    Parameters
+    ----------
+    source : fitted :class:`mphate.MPHATE`, or array of shape (t_max,)
+        An estimator gives its ``entropy_``, ``t_`` and ``t_candidates_``; an array is the
+        entropy at t = 1..t_max (its knees are then found here).
+    ax : matplotlib Axes, optional
+    t : int, optional
+        The t to mark; default the estimator's ``t_`` or the curve's best knee.
+    candidates : list of int, optional
+        Knees to mark; default the estimator's ``t_candidates_`` or the curve's own.
+    path : str or Path, optional
+        Write the figure there.
+
+    Returns
+    -------
+    matplotlib Axes
+    """
+    from mphate import diffusion
+
+    entropy = getattr(source, "entropy_", source)
+    entropy = np.asarray(entropy, dtype=np.float64)
+    if entropy.ndim != 1 or len(entropy) < 3 or not np.isfinite(entropy).all():
+        raise ValueError(
+            "plot_entropy needs a fitted MPHATE or a finite entropy curve of at least 3 values; "
+            f"got an array of shape {entropy.shape}"
+        )
+    if candidates is None:
+        candidates = getattr(source, "t_candidates_", None)
+        if candidates is None:
+            candidates = diffusion.t_candidates(entropy)
+    if t is None:
+        t = getattr(source, "t_", None) or candidates[0]
+    if ax is None:
+        fig = _new_figure(figsize, for_saving=path is not None)
+        ax = fig.add_subplot()
+    times = np.arange(1, len(entropy) + 1)
+    ax.plot(times, entropy, color="0.25", lw=1.5)
+    for knee in candidates:
+        if knee != t and 1 <= knee <= len(entropy):
+            ax.axvline(knee, color="tab:orange", ls="--", lw=1)
+            ax.annotate(f"other knee t={knee}", (knee, entropy[knee - 1]), xytext=(4, 8),
+                        textcoords="offset points", color="tab:orange", fontsize=8)
+    if 1 <= t <= len(entropy):
+        ax.axvline(t, color="tab:blue", lw=1)
+        ax.plot([t], [entropy[t - 1]], "o", color="tab:blue")
+        ax.annotate(f"t={t}", (t, entropy[t - 1]), xytext=(4, 8), textcoords="offset points",
+                    color="tab:blue", fontsize=9)
+    ax.set_xlabel("diffusion time t")
+    ax.set_ylabel("von Neumann entropy")
+    ax.set_title("Entropy of the diffusion operator")
+    if path is not None:
+        save_figure(ax.figure, path, dpi=dpi)
+    return ax
