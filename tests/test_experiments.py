@@ -83,6 +83,8 @@ def test_generalization_run_tiny(tmp_path):
             float(r["final_val_loss"]) - float(r["final_train_loss"]), abs=1e-5)
         assert float(r["visualization_variance"]) > 0
         assert int(r["embedded_slices"]) == 6
+        # the automatic t each network got, and its rival knees, best first
+        assert int(r["t"]) == int(r["t_candidates"].split()[0]) >= 1
     history = _rows(tmp_path / "generalization_history.csv")
     assert len(history) == 3 * 6 and set(history[0]) >= {"network", "epoch", "loss", "val_loss"}
     summary = json.loads((tmp_path / "generalization_summary.json").read_text())

@@ -97,8 +97,9 @@ def slice_trace(trace: Trace, slices=None, units=None) -> Trace:
     )
 
 
-def embed_timed(trace: Trace, *, n_landmark, interslice_knn: int, seed: int) -> tuple[np.ndarray, float]:
-    """The experiments' M-PHATE embedding of every unit at every slice, and the seconds it took.
+def embed_timed(trace: Trace, *, n_landmark, interslice_knn: int, seed: int):
+    """The experiments' M-PHATE embedding of every unit at every slice, the seconds it took, and
+    the fitted estimator (its ``t_`` and ``t_candidates_`` go into the tables).
 
     ``interslice_knn`` is capped at ``n_slices - 1``, the other slices there are: a short trace
     (a quick run, or only a few embedded epochs) has fewer than the paper's setting asks for.
@@ -108,7 +109,7 @@ def embed_timed(trace: Trace, *, n_landmark, interslice_knn: int, seed: int) -> 
     timer = Timer()
     est = MPHATE(n_landmark=n_landmark, interslice_knn=min(interslice_knn, trace.n_slices - 1),
                  random_state=seed)
-    return est.fit_transform(trace.data), timer.seconds
+    return est.fit_transform(trace.data), timer.seconds, est
 
 
 def even_indices(n: int, m: int) -> np.ndarray:

@@ -128,7 +128,7 @@ def run(out, *, data_dir=None, epochs=None, trace_every=None, quick=False, n_job
     for res in results:
         key = (res["scenario"], res["learner"])
         trace = res["trace"]
-        emb, seconds = C.embed_timed(trace, n_landmark=cfg["n_landmark"], interslice_knn=cfg["interslice_knn"],
+        emb, seconds, _ = C.embed_timed(trace, n_landmark=cfg["n_landmark"], interslice_knn=cfg["interslice_knn"],
                                      seed=seed)
         n_units = trace.n_units
         pairs = switch_pairs(trace.steps, res["task_end_steps"], res["steps_per_task_epoch"])

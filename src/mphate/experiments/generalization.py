@@ -113,7 +113,7 @@ def run(out, *, data_dir=None, epochs=None, lr=None, quick=False, n_jobs: int = 
         variant, trace, hist = res["variant"], res["trace"], res["history"]
         idx = C.even_indices(trace.n_slices, cfg["embed_slices"] or trace.n_slices)
         sub = C.slice_trace(trace, idx)
-        emb, seconds = C.embed_timed(sub, n_landmark=cfg["n_landmark"], interslice_knn=25, seed=seed)
+        emb, seconds, est = C.embed_timed(sub, n_landmark=cfg["n_landmark"], interslice_knn=25, seed=seed)
         variance = visualization_variance(emb, sub.n_slices)
         np.savez_compressed(emb_dir / f"{variant}.npz", embedding=emb.astype(np.float32),
                             epochs=sub.epochs, unit_layer=sub.unit_layer)
@@ -123,6 +123,9 @@ def run(out, *, data_dir=None, epochs=None, lr=None, quick=False, n_jobs: int = 
             "final_val_loss": float(hist["val_loss"][-1]),
             "memorization_error": float(hist["val_loss"][-1] - hist["loss"][-1]),
             "visualization_variance": variance,
+            # the variance falls steeply with t, and each network gets its own automatic t
+            "t": est.t_,
+            "t_candidates": " ".join(map(str, est.t_candidates_)),
             "final_train_accuracy": float(hist["accuracy"][-1]),
             "final_val_accuracy": float(hist["val_accuracy"][-1]),
             "paper_train_loss": PAPER_LOSSES[variant][0],
@@ -135,7 +138,7 @@ def run(out, *, data_dir=None, epochs=None, lr=None, quick=False, n_jobs: int = 
         rows.append(row)
         embeddings[variant], traces[variant], histories[variant] = emb, sub, hist
         C.log(f"  embedded {variant}: {sub.n_slices} slices x {sub.n_units} units in {seconds:.1f} s; "
-              f"memorisation {row['memorization_error']:.3f}, variance {variance:.4g}", quiet)
+              f"t = {est.t_}, memorisation {row['memorization_error']:.3f}, variance {variance:.4g}", quiet)
     embed_seconds = embed_timer.seconds
 
     rho, p = C.spearman([r["memorization_error"] for r in rows], [r["visualization_variance"] for r in rows])
@@ -157,7 +160,7 @@ def run(out, *, data_dir=None, epochs=None, lr=None, quick=False, n_jobs: int = 
     }
     files["summary"] = C.write_json(out / "generalization_summary.json", summary)
     C.log(C.markdown_table(rows, ["network", "final_train_loss", "final_val_loss", "memorization_error",
-                                  "visualization_variance"]), quiet)
+                                  "visualization_variance", "t", "t_candidates"]), quiet)
     C.log(f"Spearman rho (memorisation error vs visualisation variance) = {rho:.3f} (p = {p:.3g}); "
           f"total {total.seconds:.0f} s (training {train_seconds:.0f} s, embedding {embed_seconds:.0f} s)", quiet)
     return {"rows": rows, "spearman_rho": rho, "spearman_p": p, "files": {k: Path(v) for k, v in files.items()},
