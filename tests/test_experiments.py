@@ -75,7 +75,8 @@ def test_train_continual_switches_and_rehearsal():
 
 def test_generalization_run_tiny(tmp_path):
     variants = ("vanilla", "dropout", "random_labels")
-    result = generalization.run(tmp_path, quick=True, epochs=6, variants=variants, n_jobs=1, quiet=True)
+    result = generalization.run(tmp_path, quick=True, epochs=6, variants=variants, n_jobs=1, quiet=True,
+                                common_t=(1, 40))
     rows = _rows(tmp_path / "generalization.csv")
     assert [r["network"] for r in rows] == list(variants)
     for r in rows:
@@ -85,12 +86,17 @@ def test_generalization_run_tiny(tmp_path):
         assert int(r["embedded_slices"]) == 6
         # the automatic t each network got, and its rival knees, best first
         assert int(r["t"]) == int(r["t_candidates"].split()[0]) >= 1
+        # every network also embedded at the common times: one diffusion step keeps more of the
+        # spread than forty
+        assert float(r["variance_t1"]) > float(r["variance_t40"]) > 0
     history = _rows(tmp_path / "generalization_history.csv")
     assert len(history) == 3 * 6 and set(history[0]) >= {"network", "epoch", "loss", "val_loss"}
     summary = json.loads((tmp_path / "generalization_summary.json").read_text())
     assert summary["settings"]["epochs"] == 6 and summary["data"] == "digits"
     assert -1 <= summary["spearman_rho"] <= 1
     assert result["spearman_rho"] == summary["spearman_rho"]
+    assert set(summary["spearman_by_t"]) == {"1", "40"}
+    assert summary["spearman_by_t"]["40"]["rho"] == result["spearman_by_t"][40][0]
     for name in ("generalization.png", "generalization_losses.png", "generalization_variance.png"):
         assert (tmp_path / name).stat().st_size > 10_000
     emb = np.load(tmp_path / "embeddings" / "vanilla.npz")
@@ -140,3 +146,6 @@ def test_experiment_cli_parallel_and_mnist_files(tmp_path, capsys):
     assert main(["experiment", "continual", "--data-dir", str(tmp_path / "nowhere"), "-q"]) == 1
     assert "no MNIST data" in capsys.readouterr().err
     assert main(["experiment"]) == 2
+    with pytest.raises(SystemExit):
+        main(["experiment", "generalization", "--common-t", "0"])
+    assert "positive integer diffusion time" in capsys.readouterr().err

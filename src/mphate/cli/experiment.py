@@ -26,7 +26,8 @@ def add_parser(subparsers) -> None:
         description="Train the 8 networks of the paper's generalisation experiment in parallel, "
         "trace every epoch, embed each with M-PHATE, and write generalization.png (2 x 4, coloured "
         "by most-active class, with final train / validation loss), generalization.csv "
-        "(memorisation error and visualisation variance), generalization_history.csv, loss and "
+        "(memorisation error, visualisation variance at each network's own t and at common t's), "
+        "generalization_history.csv, loss and "
         "variance figures, and generalization_summary.json with Spearman's rho.",
     )
     _common(gen, "mphate_generalization", "training epochs (default: 300)")
@@ -36,6 +37,10 @@ def add_parser(subparsers) -> None:
     gen.add_argument("--networks", nargs="+", metavar="NAME", choices=GENERALIZATION_NETWORKS,
                      default=list(GENERALIZATION_NETWORKS),
                      help="networks to train (default: all 8): " + " ".join(GENERALIZATION_NETWORKS))
+    gen.add_argument("--common-t", nargs="+", type=_positive_t, default=[10, 30, 60], metavar="T",
+                     help="also embed every network at these diffusion times and correlate the "
+                     "variances there, since each network's automatic t differs and the variance "
+                     "falls steeply with t (default: 10 30 60)")
     gen.set_defaults(func=_run_generalization)
     cont = sub.add_parser(
         "continual",
@@ -116,8 +121,12 @@ def _run_generalization(args) -> int:
     result = generalization.run(args.out, data_dir=args.data_dir, epochs=args.epochs, lr=args.lr,
                                 quick=args.quick, n_jobs=args.n_jobs, embed_slices=args.embed_slices,
                                 n_landmark=getattr(args, "n_landmark", "default"), variants=args.networks,
-                                seed=args.seed, quiet=args.quiet)
+                                seed=args.seed, common_t=args.common_t, quiet=args.quiet)
     return _report(args, result)
+
+
+def _positive_t(text: str) -> int:
+    return int_at_least(text, 1, "a positive integer diffusion time")
 
 
 def _run_continual(args) -> int:

@@ -55,7 +55,7 @@ def settings(data_name: str, *, epochs=None, lr=None, quick=False) -> dict:
 
 def run(out, *, data_dir=None, epochs=None, lr=None, quick=False, n_jobs: int = 2,
         embed_slices=None, n_landmark="default", variants=GENERALIZATION_VARIANTS, seed: int = 0,
-        quiet: bool = False) -> dict:
+        common_t=(10, 30, 60), quiet: bool = False) -> dict:
     """Train, trace and embed the networks; write tables and figures into ``out``.
 
     Parameters
@@ -75,10 +75,15 @@ def run(out, *, data_dir=None, epochs=None, lr=None, quick=False, n_jobs: int = 
         last). Default: all of them, as in the paper.
     n_landmark : int or None
         M-PHATE landmarks (default 4000, the estimator's and the paper's).
+    common_t : sequence of int
+        Diffusion times at which every network is also embedded, so that the variances are
+        compared at one t as well as at each network's own automatic t (the variance falls
+        steeply with t). Refitting at another t reuses the kernel and landmarks.
 
     Returns
     -------
-    dict with "rows" (one per network), "spearman_rho", "spearman_p", "files", "seconds".
+    dict with "rows" (one per network), "spearman_rho", "spearman_p" (at each network's own t),
+    "spearman_by_t" ({t: (rho, p)} for each common t), "files", "seconds".
     """
     from mphate.metrics import visualization_variance
 
@@ -91,6 +96,9 @@ def run(out, *, data_dir=None, epochs=None, lr=None, quick=False, n_jobs: int = 
     if n_landmark != "default":
         cfg["n_landmark"] = n_landmark
     variants = list(variants)
+    common_t = [int(t) for t in common_t]
+    if any(t < 1 for t in common_t):
+        raise ValueError(f"common diffusion times must be positive integers; got {common_t}")
     C.log(f"generalization: {len(variants)} networks {data.n_inputs}-{'-'.join(map(str, cfg['hidden']))}-10 "
           f"on {data.name} ({len(data.y_train)} train / {len(data.y_val)} validation), {cfg['epochs']} epochs, "
           f"Adam lr {cfg['lr']:g}, batch {cfg['batch_size']}, {n_jobs} worker(s)", quiet)
@@ -126,6 +134,7 @@ def run(out, *, data_dir=None, epochs=None, lr=None, quick=False, n_jobs: int = 
             # the variance falls steeply with t, and each network gets its own automatic t
             "t": est.t_,
             "t_candidates": " ".join(map(str, est.t_candidates_)),
+            **_variances_at(est, sub, common_t),
             "final_train_accuracy": float(hist["accuracy"][-1]),
             "final_val_accuracy": float(hist["val_accuracy"][-1]),
             "paper_train_loss": PAPER_LOSSES[variant][0],
@@ -141,7 +150,9 @@ def run(out, *, data_dir=None, epochs=None, lr=None, quick=False, n_jobs: int = 
               f"t = {est.t_}, memorisation {row['memorization_error']:.3f}, variance {variance:.4g}", quiet)
     embed_seconds = embed_timer.seconds
 
-    rho, p = C.spearman([r["memorization_error"] for r in rows], [r["visualization_variance"] for r in rows])
+    errors = [r["memorization_error"] for r in rows]
+    rho, p = C.spearman(errors, [r["visualization_variance"] for r in rows])
+    spearman_by_t = {t: C.spearman(errors, [r[f"variance_t{t}"] for r in rows]) for t in common_t}
     files = {}
     files["table"] = C.write_csv(out / "generalization.csv", rows)
     files["history"] = C.write_csv(out / "generalization_history.csv", [
@@ -155,16 +166,33 @@ def run(out, *, data_dir=None, epochs=None, lr=None, quick=False, n_jobs: int = 
         "experiment": "generalization", "data": data.name, "n_train": len(data.y_train),
         "n_val": len(data.y_val), "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
         "spearman_rho": rho, "spearman_p": p,
+        "spearman_by_t": {str(t): {"rho": r, "p": q} for t, (r, q) in spearman_by_t.items()},
         "n_jobs": n_jobs, "train_seconds": train_seconds, "embed_seconds": embed_seconds,
         "total_seconds": total.seconds,
     }
     files["summary"] = C.write_json(out / "generalization_summary.json", summary)
     C.log(C.markdown_table(rows, ["network", "final_train_loss", "final_val_loss", "memorization_error",
                                   "visualization_variance", "t", "t_candidates"]), quiet)
+    for t, (rho_t, p_t) in spearman_by_t.items():
+        C.log(f"at a common t = {t}: Spearman rho = {rho_t:.3f} (p = {p_t:.3g})", quiet)
     C.log(f"Spearman rho (memorisation error vs visualisation variance) = {rho:.3f} (p = {p:.3g}); "
           f"total {total.seconds:.0f} s (training {train_seconds:.0f} s, embedding {embed_seconds:.0f} s)", quiet)
-    return {"rows": rows, "spearman_rho": rho, "spearman_p": p, "files": {k: Path(v) for k, v in files.items()},
+    return {"rows": rows, "spearman_rho": rho, "spearman_p": p, "spearman_by_t": spearman_by_t,
+            "files": {k: Path(v) for k, v in files.items()},
             "seconds": total.seconds, "summary": summary}
+
+
+def _variances_at(est, trace, times) -> dict:
+    """Visualisation variance of ``trace`` re-embedded at each of ``times`` (fitted ``est``)."""
+    from mphate.metrics import visualization_variance
+
+    auto_t = est.t
+    variances = {}
+    for t in times:
+        embedding = est.set_params(t=t).fit_transform(trace.data)  # kernel and landmarks reused
+        variances[f"variance_t{t}"] = visualization_variance(embedding, trace.n_slices)
+    est.set_params(t=auto_t)
+    return variances
 
 
 def _embedding_figure(path, rows, embeddings, traces):
