@@ -85,6 +85,27 @@ def test_same_seed_same_report_and_rerun_replaces_the_trace(tmp_path):
     assert not np.array_equal(trace_a.data, other.data)
 
 
+def test_threads_train_on_one_and_embed_on_the_idle_cores_by_default(tmp_path, monkeypatch):
+    import torch
+
+    from mphate.estimator import MPHATE
+
+    seen = []
+    fit = MPHATE.fit
+
+    def recording_fit(self, X, y=None):
+        seen.append(self.n_jobs)
+        return fit(self, X, y)
+
+    monkeypatch.setattr(MPHATE, "fit", recording_fit)
+    before = torch.get_num_threads()
+    kw = dict(epochs=4, hidden=4, n_components_3d=False, dpi=20, quiet=True)
+    run_demo(tmp_path / "auto", **kw)
+    run_demo(tmp_path / "two", threads=2, **kw)
+    assert seen == [None, 2]
+    assert torch.get_num_threads() == before  # training's thread count is put back
+
+
 def test_demo_refuses_a_folder_whose_trace_is_not_a_store(tmp_path):
     (tmp_path / "trace").mkdir()
     (tmp_path / "trace" / "mine.txt").write_text("keep me")

@@ -73,7 +73,7 @@ def run_demo(
     batch_size: int = 128,
     n_landmark: int | None = 4000,
     mphate_params: dict | None = None,
-    threads: int = 1,
+    threads: int | None = None,
     dpi: int = 200,
 ) -> dict[str, Path]:
     """Train the demo network on the bundled digits, trace it, embed it and write the report.
@@ -103,12 +103,12 @@ def run_demo(
         Passed to :class:`~mphate.MPHATE`.
     mphate_params : dict, optional
         Further :class:`~mphate.MPHATE` parameters (e.g. ``{"interslice_knn": 10}``).
-    threads : int, default 1
-        Threads for training (PyTorch; restored afterwards) and for the embedding's linear
-        algebra (:class:`~mphate.MPHATE`'s ``n_jobs``, unless ``mphate_params`` sets it). One is
-        the robust choice: the network is tiny, and BLAS/OpenMP threads that spin-wait slow
-        down several times over when other processes share the cores. On idle cores a few
-        more threads may shorten the embedding.
+    threads : int or None, default None
+        Threads for training (PyTorch; restored afterwards) and for the embedding
+        (:class:`~mphate.MPHATE`'s ``n_jobs``, unless ``mphate_params`` sets it). None trains
+        on one thread (the network is tiny, and OpenMP threads that spin-wait slow down several
+        times over when other processes share the cores) and embeds on the cores that are
+        idle when the embedding starts (``n_jobs=None``).
     dpi : int, default 200
         Resolution of the report's PNGs.
 
@@ -116,7 +116,7 @@ def run_demo(
     -------
     dict of str -> Path
         The report's files (see :func:`mphate.report.write_report`: "html", "colorings",
-        "epoch", "layer", "class", "3d", "embedding") plus "trace", the trace store.
+        "epoch", "layer", "class", "3d", "entropy", "embedding") plus "trace", the trace store.
     """
     torch = require("torch", "the demo")
     from mphate.capture import TorchRecorder, select_trace_inputs
@@ -140,8 +140,9 @@ def run_demo(
             raise ValueError(f"{trace_dir} exists and is not a trace store; choose another output folder")
         shutil.rmtree(trace_dir)  # an earlier demo's trace: the demo always records afresh
 
-    threads = max(1, int(threads))
-    params = {"n_landmark": n_landmark, "n_jobs": threads, **(mphate_params or {})}
+    train_threads = 1 if threads is None else max(1, int(threads))
+    params = {"n_landmark": n_landmark, "n_jobs": None if threads is None else train_threads,
+              **(mphate_params or {})}
     if "interslice_knn" not in params and epochs <= MPHATE().interslice_knn:
         # a short demo: each unit needs interslice_knn other slices to set the kernel's bandwidth
         params["interslice_knn"] = epochs - 1
@@ -152,7 +153,7 @@ def run_demo(
     X_train, y_train, X_val, y_val = load_digits_split(random_state=random_state)
     X_trace, y_trace = select_trace_inputs(X_train, y_train, n_per_class=n_per_class, random_state=random_state)
     previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    torch.set_num_threads(train_threads)
     try:
         torch.manual_seed(random_state)
         model = build_model(X_train.shape[1], int(hidden), 3, N_CLASSES)

@@ -24,9 +24,9 @@ def add_parser(subparsers) -> None:
                         help="seed for data split, initialisation, batches and embedding (default: %(default)s)")
     parser.add_argument("--hidden", type=_positive, default=128, metavar="UNITS",
                         help="units per hidden layer (default: %(default)s)")
-    parser.add_argument("--threads", type=_positive, default=1, metavar="N",
-                        help="threads for training and embedding (default: %(default)s; more can help "
-                        "on idle cores, and hurt when other processes share them)")
+    parser.add_argument("--threads", type=_positive, default=None, metavar="N",
+                        help="threads for training and embedding (default: one for training, the "
+                        "idle cores for the embedding)")
     parser.add_argument("--no-3d", action="store_true", help="skip the 3-D embedding and view")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or log lines")
     parser.set_defaults(func=run)
