@@ -147,7 +147,7 @@ def run(out, *, data_dir=None, epochs=None, lr=None, quick=False, n_jobs: int = 
         rows.append(row)
         embeddings[variant], traces[variant], histories[variant] = emb, sub, hist
         C.log(f"  embedded {variant}: {sub.n_slices} slices x {sub.n_units} units in {seconds:.1f} s; "
-              f"t = {est.t_}, memorisation {row['memorization_error']:.3f}, variance {variance:.4g}", quiet)
+              f"t = {row['t']}, memorisation {row['memorization_error']:.3f}, variance {variance:.4g}", quiet)
     embed_seconds = embed_timer.seconds
 
     errors = [r["memorization_error"] for r in rows]
