@@ -18,8 +18,8 @@ def add_parser(subparsers) -> None:
         help="write a report folder: interactive HTML page, PNG figures and the embedding",
         description="Embed a trace (store directory, .npz, .npy or reference .mat) in 2-D and "
         "3-D and write a folder with index.html (interactive, works offline), colorings.png, "
-        "one PNG per colouring, 3d.png, entropy.png (how t was chosen) and embedding.npz. Give --embedding (and "
-        "--embedding-3d) from `mphate embed` to skip the computation.",
+        "one PNG per colouring, 3d.png, entropy.png (how t was chosen) and embedding.npz. Give "
+        "--embedding (and --embedding-3d) from `mphate embed` to skip the computation.",
     )
     parser.add_argument("path", help="trace store directory, or a .npz/.npy/.mat trace file")
     parser.add_argument("-o", "--output", metavar="DIR",
