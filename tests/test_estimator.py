@@ -122,9 +122,13 @@ def test_two_near_equal_knees_warn_and_are_reported(trace, monkeypatch):
     two_bends = 8 - 0.5 * np.minimum(t, 6) - 0.01 * t - 2.2 * np.clip((t - 40) / 30, 0, 1)
     monkeypatch.setattr(diffusion, "von_neumann_entropy", lambda eigenvalues, t_max=100: two_bends[:t_max])
     est = fast()
-    with pytest.warns(diffusion.AmbiguousKneeWarning, match=r"t=7 \(taken\) and t=60"):
+    with pytest.warns(diffusion.AmbiguousKneeWarning, match=r"t=7 \(taken\) and t=60") as record:
         est.fit(trace)
     assert est.t_ == 7 and est.t_candidates_ == [7, 60]
+    # the warning points at the user's line, through fit_transform too
+    with pytest.warns(diffusion.AmbiguousKneeWarning) as again:
+        fast().fit_transform(trace)
+    assert {w.filename for w in (*record, *again)} == {__file__}
     # a t given by the user is not second-guessed; the candidates stay for inspection
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -322,7 +322,7 @@ class MPHATE(BaseEstimator):
                     log.note(f"t = {self.t_} (knee of the von Neumann entropy)")
                     if len(self.t_candidates_) > 1:
                         warnings.warn(diffusion.ambiguous_knee_message(self.t_candidates_),
-                                      diffusion.AmbiguousKneeWarning, stacklevel=2)
+                                      diffusion.AmbiguousKneeWarning, stacklevel=_caller_stacklevel())
                 else:
                     self.t_ = int(self.t)
                 potential = diffusion.potential(
@@ -376,6 +376,21 @@ class MPHATE(BaseEstimator):
 
 
 _SMALL_PROBLEM = 20000
+
+
+def _caller_stacklevel() -> int:
+    """``stacklevel`` that points a warning at the first frame outside mphate and scikit-learn
+    (the user's ``fit`` or ``fit_transform`` call, however it was reached)."""
+    import os
+
+    import sklearn
+
+    inside = (os.path.dirname(os.path.abspath(__file__)) + os.sep,  # the mphate package
+              os.path.dirname(os.path.abspath(sklearn.__file__)) + os.sep)
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(inside):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _idle_cores(window: float = 0.05):
