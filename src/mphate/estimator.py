@@ -315,10 +315,10 @@ class MPHATE(BaseEstimator):
             self.n_landmark_ = len(operator.scale)
 
             with log.stage("diffusion time and potential"):
-                t_auto, self.entropy_ = diffusion.select_t(self._spectrum.eigenvalues, self.t_max)
+                self.entropy_ = diffusion.von_neumann_entropy(self._spectrum.eigenvalues, self.t_max)
                 self.t_candidates_ = diffusion.t_candidates(self.entropy_)
                 if self.t == "auto":
-                    self.t_ = t_auto
+                    self.t_ = self.t_candidates_[0]  # the best knee: what select_t returns
                     log.note(f"t = {self.t_} (knee of the von Neumann entropy)")
                     if len(self.t_candidates_) > 1:
                         warnings.warn(diffusion.ambiguous_knee_message(self.t_candidates_),
@@ -468,9 +468,7 @@ def _n_threads(n_jobs, n_points) -> int:
         # (a training run beside us) two threads ran the eigendecomposition 8x slower than
         # one, so use only the cores that are idle
         return n_cpus if idle is None else idle
-    if n_jobs == -1:
-        return n_cpus
-    if n_jobs < 0:
+    if n_jobs < 0:  # -1 all cores, -2 all but one, ...
         return max(1, n_cpus + 1 + n_jobs)
     return max(1, int(n_jobs))
 

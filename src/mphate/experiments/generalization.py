@@ -125,6 +125,8 @@ def run(out, *, data_dir=None, epochs=None, lr=None, quick=False, n_jobs: int = 
         variance = visualization_variance(emb, sub.n_slices)
         np.savez_compressed(emb_dir / f"{variant}.npz", embedding=emb.astype(np.float32),
                             epochs=sub.epochs, unit_layer=sub.unit_layer)
+        auto_t, t_candidates = est.t_, est.t_candidates_
+        common_variances = _variances_at(est, sub, common_t)  # refits est, so t_ is read above
         row = {
             "network": variant,
             "final_train_loss": float(hist["loss"][-1]),
@@ -132,9 +134,9 @@ def run(out, *, data_dir=None, epochs=None, lr=None, quick=False, n_jobs: int = 
             "memorization_error": float(hist["val_loss"][-1] - hist["loss"][-1]),
             "visualization_variance": variance,
             # the variance falls steeply with t, and each network gets its own automatic t
-            "t": est.t_,
-            "t_candidates": " ".join(map(str, est.t_candidates_)),
-            **_variances_at(est, sub, common_t),
+            "t": auto_t,
+            "t_candidates": " ".join(map(str, t_candidates)),
+            **common_variances,
             "final_train_accuracy": float(hist["accuracy"][-1]),
             "final_val_accuracy": float(hist["val_accuracy"][-1]),
             "paper_train_loss": PAPER_LOSSES[variant][0],
