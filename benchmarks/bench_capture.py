@@ -36,7 +36,7 @@ from mphate.capture import TorchRecorder, select_trace_inputs
 
 def mnist_like(n, image_shape, device, mnist_dir=None):
     if mnist_dir:
-        from mphate.datasets import load_mnist
+        from mphate.traces.datasets import load_mnist
 
         X, y, _, _ = load_mnist(mnist_dir, flatten=len(image_shape) == 1)
         X, y = X[:n], y[:n]

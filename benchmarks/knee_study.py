@@ -28,7 +28,7 @@ BENCH_TRACES = ("digits_trace", "digits_100x512", "digits_300x1024")
 
 
 def refined(y, min_points=20):
-    from mphate.diffusion import find_knee
+    from mphate.embed.diffusion import find_knee
 
     knee, cutoff = len(y), len(y)
     while True:
@@ -80,7 +80,7 @@ def record_spectra(path):
 
 
 def rule_table(spectra):
-    from mphate.diffusion import find_knee, knee_fit_errors, t_candidates, von_neumann_entropy
+    from mphate.embed.diffusion import find_knee, knee_fit_errors, t_candidates, von_neumann_entropy
 
     rules = {"L": find_knee, "L-refine": refined, "kneedle": kneedle, "L-log-t": log_t}
     print("| curve | " + " | ".join(rules) + " | t_candidates_ | 2nd minimum / best |")

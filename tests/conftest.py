@@ -15,6 +15,6 @@ def demo_report(tmp_path_factory):
     pytest.importorskip("torch")
     pytest.importorskip("matplotlib")
     pytest.importorskip("plotly")
-    from mphate.demo import run_demo
+    from mphate.experiments.demo import run_demo
 
     return run_demo(tmp_path_factory.mktemp("demo") / "report", quiet=True, **DEMO)

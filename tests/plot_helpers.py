@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mphate.trace import Trace
+from mphate.traces.trace import Trace
 
 
 def synthetic_trace(n_slices=12, layer_sizes=(16, 16, 8), n_classes=4, per_class=5, seed=0,

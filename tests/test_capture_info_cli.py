@@ -3,7 +3,7 @@ import numpy as np
 
 from mphate.capture import Recorder
 from mphate.cli import main
-from mphate.io import save_npz
+from mphate.traces.io import save_npz
 
 
 def record_run(path, n_slices=4):

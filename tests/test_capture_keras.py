@@ -16,8 +16,8 @@ if keras.backend.backend() != "torch":
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 from mphate.capture import KerasTraceCallback, select_trace_inputs  # noqa: E402
-from mphate.datasets import load_digits_split  # noqa: E402
-from mphate.store import TraceStore  # noqa: E402
+from mphate.traces.datasets import load_digits_split  # noqa: E402
+from mphate.traces.store import TraceStore  # noqa: E402
 
 
 @pytest.fixture(scope="module")

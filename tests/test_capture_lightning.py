@@ -13,8 +13,8 @@ with warnings.catch_warnings():  # Lightning's own deprecation noise at import
         pl = pytest.importorskip("pytorch_lightning")
 
 from mphate.capture import LightningTraceCallback, select_trace_inputs  # noqa: E402
-from mphate.datasets import load_digits_split  # noqa: E402
-from mphate.store import TraceStore  # noqa: E402
+from mphate.traces.datasets import load_digits_split  # noqa: E402
+from mphate.traces.store import TraceStore  # noqa: E402
 
 nn, F = torch.nn, torch.nn.functional
 # Lightning advises on data loader workers etc. and torch deprecates an API Lightning uses

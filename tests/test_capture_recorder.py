@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from mphate.capture import Recorder
-from mphate.store import TraceStore
+from mphate.traces.store import TraceStore
 
 
 def activations(i, n_trace=6):

@@ -14,8 +14,8 @@ nn = torch.nn
 F = torch.nn.functional
 
 from mphate.capture import TorchRecorder, select_trace_inputs  # noqa: E402
-from mphate.datasets import load_digits_split  # noqa: E402
-from mphate.store import TraceStore  # noqa: E402
+from mphate.traces.datasets import load_digits_split  # noqa: E402
+from mphate.traces.store import TraceStore  # noqa: E402
 
 torch.set_num_threads(1)  # tiny models: threads only add noise on a 2-core machine
 
@@ -248,7 +248,7 @@ WORKER = textwrap.dedent(
     from torch import nn
     from torch.nn import functional as F
     from mphate.capture import TorchRecorder, select_trace_inputs
-    from mphate.datasets import load_digits_split
+    from mphate.traces.datasets import load_digits_split
 
     store, ckpts = sys.argv[1], sys.argv[2]
     torch.set_num_threads(1)

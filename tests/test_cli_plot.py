@@ -13,8 +13,8 @@ pytest.importorskip("plotly")
 from plot_helpers import fake_embedding, synthetic_trace  # noqa: E402
 
 from mphate.cli import main  # noqa: E402
-from mphate.embedding_file import load_embedding, save_embedding  # noqa: E402
-from mphate.io import save_npz  # noqa: E402
+from mphate.traces.embedding_file import load_embedding, save_embedding  # noqa: E402
+from mphate.traces.io import save_npz  # noqa: E402
 
 # small enough to embed in about a second; interslice_knn below the number of slices
 FAST = ["--interslice-knn", "4", "-q"]
@@ -66,7 +66,7 @@ def test_embed_then_plot_and_report_from_the_saved_embedding(tmp_path, files, ca
 
 def test_an_ambiguous_t_is_one_warning_line_and_the_report_shows_the_curve(tmp_path, files, capsys,
                                                                           monkeypatch):
-    from mphate import diffusion
+    from mphate.embed import diffusion
 
     t = np.arange(1, 101, dtype=float)
     two_bends = 8 - 0.5 * np.minimum(t, 6) - 0.01 * t - 2.2 * np.clip((t - 40) / 30, 0, 1)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mphate.experiments import compare
-from mphate.trace import Trace
+from mphate.traces.trace import Trace
 
 
 def _walk_trace(n_slices=12, n_units=15, n_trace=10, seed=0):
@@ -120,7 +120,7 @@ def test_compare_run_tiny(tmp_path, monkeypatch):
 
 def test_compare_cli_reports_unscorable_k_and_unknown_method(tmp_path, capsys):
     from mphate.cli import main
-    from mphate.io import save_npz
+    from mphate.traces.io import save_npz
 
     path = save_npz(_walk_trace(8, 9, 6), tmp_path / "t.npz")
     assert main(["compare", str(path), "-o", str(tmp_path / "out"), "--methods", "mphate", "dm",

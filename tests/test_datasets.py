@@ -5,7 +5,7 @@ import struct
 import numpy as np
 import pytest
 
-from mphate.datasets import load_digits_split, load_mnist, read_idx
+from mphate.traces.datasets import load_digits_split, load_mnist, read_idx
 
 
 def write_idx(path, array, gz=False):

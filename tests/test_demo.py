@@ -13,10 +13,10 @@ pytest.importorskip("plotly")
 from conftest import DEMO, DEMO_POINTS, DEMO_UNITS  # noqa: E402
 
 from mphate.cli import main  # noqa: E402
-from mphate.demo import build_model, run_demo  # noqa: E402
-from mphate.embedding_file import load_embedding  # noqa: E402
-from mphate.io import load_trace  # noqa: E402
-from mphate.store import TraceStore  # noqa: E402
+from mphate.experiments.demo import build_model, run_demo  # noqa: E402
+from mphate.traces.embedding_file import load_embedding  # noqa: E402
+from mphate.traces.io import load_trace  # noqa: E402
+from mphate.traces.store import TraceStore  # noqa: E402
 
 REPORT_FILES = ("html", "colorings", "epoch", "layer", "class", "3d", "entropy", "embedding")
 
@@ -88,7 +88,7 @@ def test_same_seed_same_report_and_rerun_replaces_the_trace(tmp_path):
 def test_threads_train_on_one_and_embed_on_the_idle_cores_by_default(tmp_path, monkeypatch):
     import torch
 
-    from mphate.estimator import MPHATE
+    from mphate.embed.estimator import MPHATE
 
     seen = []
     fit = MPHATE.fit

@@ -7,7 +7,7 @@ from sklearn.base import clone
 
 from mphate import MPHATE, Trace
 from mphate.metrics import neighbor_preservation
-from mphate.synthetic import make_trace
+from mphate.traces.synthetic import make_trace
 
 DATA = Path(__file__).parent / "data" / "digits_trace_small.npz"
 
@@ -115,7 +115,7 @@ def test_auto_t_is_the_entropy_knee(trace):
 def test_two_near_equal_knees_warn_and_are_reported(trace, monkeypatch):
     import warnings
 
-    from mphate import diffusion
+    from mphate.embed import diffusion
 
     t = np.arange(1, 101, dtype=float)
     # a fast early drop, a slope, a second drop from t=40 to 70: two knees that fit about equally

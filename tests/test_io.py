@@ -4,8 +4,8 @@ import pytest
 from scipy import io as sio
 
 from mphate.capture import Recorder
-from mphate.io import as_trace, load_trace, save_mat, save_npz
-from mphate.trace import Trace
+from mphate.traces.io import as_trace, load_trace, save_mat, save_npz
+from mphate.traces.trace import Trace
 
 
 def full_trace(n_slices=4, n_trace=6):

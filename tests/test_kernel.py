@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from mphate.kernel import KERNEL_THRESHOLD, multislice_kernel
-from mphate.normalize import zscore_units
-from mphate.synthetic import make_trace
+from mphate.embed.kernel import KERNEL_THRESHOLD, multislice_kernel
+from mphate.embed.normalize import zscore_units
+from mphate.traces.synthetic import make_trace
 
 
 def reference_kernel(data, intraslice_knn, interslice_knn, decay):

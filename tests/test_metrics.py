@@ -19,7 +19,7 @@ def test_perfect_and_broken_preservation():
     base = rng.standard_normal((n_units, 8)) * 5
     drift = rng.standard_normal((n_slices, 1, 8)) * 0.01
     data = base[None] + np.arange(n_slices)[:, None, None] * drift
-    from mphate.normalize import zscore_units
+    from mphate.embed.normalize import zscore_units
 
     z = zscore_units(data)
     # an "embedding" that is the reference space itself preserves everything

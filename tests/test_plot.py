@@ -15,7 +15,7 @@ pytest.importorskip("plotly")
 
 from plot_helpers import fake_embedding, synthetic_trace  # noqa: E402
 
-from mphate.embedding_file import load_embedding  # noqa: E402
+from mphate.traces.embedding_file import load_embedding  # noqa: E402
 from mphate.plot import (  # noqa: E402
     available_colorings,
     coloring,
@@ -32,8 +32,8 @@ from mphate.plot import (  # noqa: E402
 )
 from mphate.plot.html import report_data, report_html  # noqa: E402
 from mphate.plot.palettes import TAB10  # noqa: E402
-from mphate.report import write_report  # noqa: E402
-from mphate.trace import Trace  # noqa: E402
+from mphate.plot.report import write_report  # noqa: E402
+from mphate.traces.trace import Trace  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from mphate import diffusion, landmarks, mds
-from mphate.kernel import multislice_kernel
-from mphate.normalize import zscore_units
-from mphate.synthetic import make_trace
+from mphate.embed import diffusion, landmarks, mds
+from mphate.embed.kernel import multislice_kernel
+from mphate.embed.normalize import zscore_units
+from mphate.traces.synthetic import make_trace
 
 
 def test_zscore_units_and_dead_units():

@@ -7,7 +7,7 @@ import zlib
 import numpy as np
 import pytest
 
-from mphate.store import INDEX_FILE, META_FILE, TraceStore, is_trace_store
+from mphate.traces.store import INDEX_FILE, META_FILE, TraceStore, is_trace_store
 
 LAYERS = ["fc1", "fc2"]
 UNITS = [3, 2]

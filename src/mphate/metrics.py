@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from mphate._validation import check_trace_array
-from mphate.kernel import batched_distances
-from mphate.normalize import zscore_units
+from mphate.traces.validation import check_trace_array
+from mphate.embed.kernel import batched_distances
+from mphate.embed.normalize import zscore_units
 
 
 def _knn_indices(dist: np.ndarray, k: int) -> np.ndarray:

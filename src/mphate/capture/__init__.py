@@ -4,7 +4,7 @@
 * :class:`Recorder` is the framework-free API: ``record(step, {layer: activations})``.
 * :class:`TorchRecorder` hooks a PyTorch model; ``KerasTraceCallback`` and
   ``LightningTraceCallback`` do the same inside ``model.fit`` / ``Trainer.fit``.
-* :class:`~mphate.store.TraceStore` is the on-disk store; :func:`~mphate.io.load_trace`
+* :class:`~mphate.traces.store.TraceStore` is the on-disk store; :func:`~mphate.traces.io.load_trace`
   reads a store or an .npz/.npy/.mat file.
 
 Framework modules import their framework only when used.
@@ -12,8 +12,8 @@ Framework modules import their framework only when used.
 from mphate.capture.inputs import select_trace_inputs, trace_indices
 from mphate.capture.recorder import Recorder
 from mphate.capture.torch import TorchRecorder
-from mphate.io import as_trace, load_trace, save_npz
-from mphate.store import TraceStore
+from mphate.traces.io import as_trace, load_trace, save_npz
+from mphate.traces.store import TraceStore
 
 __all__ = [
     "select_trace_inputs",

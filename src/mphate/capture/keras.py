@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mphate._optional import require
+from mphate.optional import require
 from mphate.capture._callbacks import build_on_first_use, numeric_scalars
 from mphate.capture.recorder import per_input_labels, recorder_for_inputs, to_numpy
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mphate.store import MemoryStore, TraceStore, check_creatable, is_trace_store
-from mphate.trace import Trace
+from mphate.traces.store import MemoryStore, TraceStore, check_creatable, is_trace_store
+from mphate.traces.trace import Trace
 
 __all__ = ["Recorder", "fingerprint"]
 

@@ -10,7 +10,7 @@ import difflib
 
 import numpy as np
 
-from mphate._optional import require
+from mphate.optional import require
 from mphate.capture.recorder import per_input_labels, recorder_for_inputs
 
 __all__ = ["TorchRecorder", "default_layer_types"]

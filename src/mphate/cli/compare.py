@@ -56,7 +56,7 @@ def run(args) -> int:
     out = output_dir(args.out)  # fail before a long computation, not after
     if args.path == "digits":
         trace = compare.digits_trace(args.epochs, args.trace_every, seed=args.random_state, quick=args.quick)
-        from mphate.io import save_npz
+        from mphate.traces.io import save_npz
 
         save_npz(trace, out / "digits_trace.npz")
     else:

@@ -38,7 +38,7 @@ def _positive(text: str) -> int:
 
 def run(args) -> int:
     from mphate.cli.embed import warnings_as_messages
-    from mphate.demo import run_demo
+    from mphate.experiments.demo import run_demo
 
     start = time.perf_counter()
     with warnings_as_messages("demo"):

@@ -81,7 +81,7 @@ _PARAMS = ("t", "gamma", "intraslice_knn", "interslice_knn", "decay", "spectral_
 
 def estimator_from_args(args, n_components: int):
     """An MPHATE configured from the command-line options that were given."""
-    from mphate.estimator import MPHATE
+    from mphate.embed.estimator import MPHATE
 
     params = {name: getattr(args, name) for name in _PARAMS if getattr(args, name, None) is not None}
     if hasattr(args, "n_landmark"):
@@ -92,7 +92,7 @@ def estimator_from_args(args, n_components: int):
 
 def read_trace(path):
     """The trace at ``path``; FileNotFoundError naming it when nothing is there."""
-    from mphate.io import as_trace
+    from mphate.traces.io import as_trace
 
     if not Path(path).exists():
         raise FileNotFoundError(f"no trace at {path}: the path does not exist")
@@ -122,8 +122,8 @@ def warnings_as_messages(command: str):
 
 
 def run(args) -> int:
-    from mphate.embedding_file import save_embedding
-    from mphate.plot._output import ensure_parent_writable
+    from mphate.traces.embedding_file import save_embedding
+    from mphate.paths import ensure_parent_writable
 
     trace = read_trace(args.path)
     output = Path(args.output) if args.output else default_name(args.path, "_embedding.npz")

@@ -19,8 +19,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from mphate.io import describe_format, load_trace
-    from mphate.store import TraceStore, is_trace_store
+    from mphate.traces.io import describe_format, load_trace
+    from mphate.traces.store import TraceStore, is_trace_store
 
     path = Path(args.path)
     if not path.exists():
@@ -52,7 +52,7 @@ def _layer_units(trace) -> dict:
 
 
 def _print_store(store) -> None:
-    from mphate.store import FORMAT_VERSION
+    from mphate.traces.store import FORMAT_VERSION
 
     lines = [
         ("path", str(store.path)),

@@ -35,8 +35,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from mphate.embedding_file import load_embedding
-    from mphate.plot._output import ensure_parent_writable
+    from mphate.traces.embedding_file import load_embedding
+    from mphate.paths import ensure_parent_writable
     from mphate.plot.static import plot_colorings
 
     if args.three_d and args.n_components == 2:

@@ -34,9 +34,9 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from mphate.embedding_file import load_embedding
-    from mphate.plot._output import ensure_writable_dir
-    from mphate.report import write_report
+    from mphate.traces.embedding_file import load_embedding
+    from mphate.paths import ensure_writable_dir
+    from mphate.plot.report import write_report
 
     if args.no_3d and args.embedding_3d:
         raise ValueError("--no-3d and --embedding-3d contradict each other; drop one of them")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mphate.trace import Trace
+from mphate.traces.trace import Trace
 
 
 def log(message: str, quiet: bool = False) -> None:
@@ -28,7 +28,7 @@ class Timer:
 
 
 def output_dir(out) -> Path:
-    from mphate.plot._output import ensure_writable_dir
+    from mphate.paths import ensure_writable_dir
 
     return ensure_writable_dir(Path(out))
 
@@ -104,7 +104,7 @@ def embed_timed(trace: Trace, *, n_landmark, interslice_knn: int, seed: int):
     ``interslice_knn`` is capped at ``n_slices - 1``, the other slices there are: a short trace
     (a quick run, or only a few embedded epochs) has fewer than the paper's setting asks for.
     """
-    from mphate.estimator import MPHATE
+    from mphate.embed.estimator import MPHATE
 
     timer = Timer()
     est = MPHATE(n_landmark=n_landmark, interslice_knn=min(interslice_knn, trace.n_slices - 1),

@@ -15,7 +15,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from mphate._optional import require
+from mphate.optional import require
 
 _PURPOSE = "the M-PHATE experiments"
 
@@ -46,7 +46,7 @@ def load_data(data_dir: str | None = None, seed: int = 0) -> Data:
     Digits: scikit-learn's 1797 8x8 images, 80/20 stratified split (1437 / 360), pixels in
     [0, 1]. MNIST: the usual 60000 / 10000 split, pixels in [0, 1]; nothing is downloaded.
     """
-    from mphate.datasets import load_digits_split, load_mnist
+    from mphate.traces.datasets import load_digits_split, load_mnist
 
     if data_dir is None:
         X_tr, y_tr, X_va, y_va = load_digits_split(test_size=0.2, random_state=seed)

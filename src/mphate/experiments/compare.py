@@ -33,8 +33,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from mphate.experiments import _common as C
-from mphate.normalize import zscore_units
-from mphate.trace import Trace
+from mphate.embed.normalize import zscore_units
+from mphate.traces.trace import Trace
 
 
 _DENSE = "needs all N x N pairwise distances"
@@ -135,7 +135,7 @@ class SparseKernel:
         return np.asarray(self.matrix.sum(axis=1)).ravel()
 
     def matmat(self, vectors, *, scale=None, out=None, epilogue=None):
-        """``K v`` or ``S K S v``; see :meth:`mphate.kernel.MultisliceKernel.matmat`."""
+        """``K v`` or ``S K S v``; see :meth:`mphate.embed.kernel.MultisliceKernel.matmat`."""
         vectors = np.asarray(vectors, dtype=np.float64)
         if scale is not None:
             scale = np.asarray(scale, dtype=np.float64).reshape(-1, 1)
@@ -164,7 +164,7 @@ def phate_flattened(X: np.ndarray, *, knn_k: int = 5, decay: float = 40, n_landm
     """PHATE's published method on the rows of ``X`` (our implementation, PHATE's defaults)."""
     from sklearn.utils import check_random_state
 
-    from mphate import diffusion, landmarks, mds
+    from mphate.embed import diffusion, landmarks, mds
 
     dist, idx = knn(X, max(30, 6 * knn_k))
     kernel = SparseKernel(alpha_decay_kernel(dist, idx, knn_k, decay))
@@ -261,7 +261,7 @@ def multislice_geodesics(data: np.ndarray, *, interslice_knn: int = 25) -> np.nd
     """
     from scipy.sparse.csgraph import shortest_path
 
-    from mphate.kernel import multislice_kernel
+    from mphate.embed.kernel import multislice_kernel
 
     z = zscore_units(data)
     kernel = multislice_kernel(z, interslice_knn=min(interslice_knn, data.shape[0] - 1)).to_sparse().tocoo()
@@ -279,7 +279,7 @@ def multislice_geodesics(data: np.ndarray, *, interslice_knn: int = 25) -> np.nd
 
 
 def aligned_umap(data: np.ndarray, random_state=0) -> np.ndarray:
-    from mphate._optional import require
+    from mphate.optional import require
 
     umap = require("umap", "AlignedUMAP in `mphate compare`")
     z = zscore_units(data).astype(np.float64)
@@ -322,7 +322,7 @@ def embed(method: str, data: np.ndarray, *, random_state=0, n_landmark=None, cac
     """
     n_slices, n_units, n_trace = data.shape
     if method == "mphate":
-        from mphate.estimator import MPHATE
+        from mphate.embed.estimator import MPHATE
 
         kwargs = {} if n_landmark is None else {"n_landmark": n_landmark}
         return MPHATE(interslice_knn=min(25, n_slices - 1), random_state=random_state,
@@ -413,7 +413,7 @@ def run(trace, out, *, methods=None, ks=(10, 40), max_points: int = 6000, n_land
     dict with "rows" (long format: method, scope, space, k, intraslice, interslice, ...),
     "table" (wide, the common subsample), "skipped", "subsample", "files", "seconds".
     """
-    from mphate.io import as_trace
+    from mphate.traces.io import as_trace
     from mphate.metrics import neighbor_preservation
 
     total = C.Timer()

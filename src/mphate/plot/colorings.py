@@ -1,4 +1,4 @@
-"""Per-point colour values derived from a :class:`~mphate.trace.Trace`.
+"""Per-point colour values derived from a :class:`~mphate.traces.trace.Trace`.
 
 An M-PHATE embedding has one row per (slice, unit) pair in slice-major order: row
 ``i`` is unit ``i % n_units`` at slice ``i // n_units``. Every function here returns an
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mphate.trace import Trace
+from mphate.traces.trace import Trace
 
 CONTINUOUS = "continuous"
 CATEGORICAL = "categorical"

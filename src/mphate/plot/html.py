@@ -15,11 +15,11 @@ from importlib import resources
 
 import numpy as np
 
-from mphate._optional import require
+from mphate.optional import require
 from mphate.plot.colorings import CATEGORICAL, available_colorings, check_embedding, coloring
 from mphate.plot.interactive import WEBGL_THRESHOLD, unit_names
 from mphate.plot.palettes import categorical_hex
-from mphate.trace import Trace
+from mphate.traces.trace import Trace
 
 _PURPOSE = "the interactive HTML report"
 # colourings the viewer offers, in menu order; per-slice scalars are appended after them

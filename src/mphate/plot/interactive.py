@@ -1,17 +1,17 @@
 """Interactive plotly figures of an M-PHATE embedding (for notebooks and dashboards).
 
-The self-contained HTML report (:mod:`mphate.report`) has its own small viewer with a time
+The self-contained HTML report (:mod:`mphate.plot.report`) has its own small viewer with a time
 slider; this module gives a plain plotly ``Figure`` to embed anywhere plotly runs.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from mphate._optional import require
+from mphate.optional import require
 from mphate.plot.colorings import CATEGORICAL, Coloring, check_embedding, coloring
 from mphate.plot.palettes import categorical_hex
 from mphate.plot.static import default_alpha
-from mphate.trace import Trace
+from mphate.traces.trace import Trace
 
 _PURPOSE = "an interactive (plotly) M-PHATE figure"
 # above this many points a 2-D plot uses WebGL (Scattergl); SVG slows down past ~10k markers

@@ -11,8 +11,8 @@ import warnings
 
 import numpy as np
 
-from mphate._optional import require
-from mphate.plot._output import ensure_parent_writable
+from mphate.optional import require
+from mphate.paths import ensure_parent_writable
 from mphate.plot.palettes import CONTINUOUS as CONTINUOUS_CMAP
 from mphate.plot.palettes import categorical_hex
 from mphate.plot.colorings import (
@@ -408,7 +408,7 @@ def plot_entropy(
     -------
     matplotlib Axes
     """
-    from mphate import diffusion
+    from mphate.embed import diffusion
 
     entropy = getattr(source, "entropy_", source)
     entropy = np.asarray(entropy, dtype=np.float64)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from mphate._parallel import parallel_map
+from mphate.runtime import parallel_map
 
 #: kernel values below this are dropped (the paper's sparsity threshold)
 KERNEL_THRESHOLD = 1e-4
@@ -293,7 +293,7 @@ class MultisliceKernel:
     - lean: only the (normalised) features and the bandwidths' inputs are kept, and both
       parts are recomputed chunk by chunk whenever they are used. For traces whose kernel
       does not fit in memory; the estimator then touches the whole kernel in only a few
-      passes (see :func:`mphate.landmarks.landmark_features`).
+      passes (see :func:`mphate.embed.landmarks.landmark_features`).
 
     Attributes
     ----------

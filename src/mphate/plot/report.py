@@ -4,12 +4,12 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from mphate.embedding_file import save_embedding
-from mphate.plot._output import ensure_writable_dir
+from mphate.traces.embedding_file import save_embedding
+from mphate.paths import ensure_writable_dir
 from mphate.plot.colorings import STANDARD, available_colorings, check_embedding, coloring
 from mphate.plot.html import report_html
 from mphate.plot.static import plot_3d, plot_colorings, plot_entropy
-from mphate.trace import Trace
+from mphate.traces.trace import Trace
 
 
 def write_report(

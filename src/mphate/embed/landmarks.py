@@ -10,7 +10,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.utils import check_random_state
 
-from mphate._parallel import n_workers, parallel_map
+from mphate.runtime import n_workers, parallel_map
 
 
 def spectral_features(

@@ -11,44 +11,10 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 
-from mphate import diffusion, kernel as kernel_mod, landmarks, mds
-from mphate._parallel import worker_threads
-from mphate._validation import check_sizes, check_trace_array
-from mphate.normalize import zscore_units
-
-
-def _release_free_memory() -> None:
-    """Hand freed heap pages back to the OS between stages (glibc only).
-
-    The stages allocate and free many arrays of tens of MB; glibc keeps such freed blocks in
-    its heap, so without a trim the process's footprint is the sum of the stages' scratch
-    rather than the largest of them.
-    """
-    global _malloc_trim
-    if _malloc_trim is None:
-        _malloc_trim = False
-        try:
-            import ctypes
-            import ctypes.util
-
-            libc_name = ctypes.util.find_library("c")
-            if libc_name and sys.platform.startswith("linux"):
-                _malloc_trim = ctypes.CDLL(libc_name).malloc_trim
-        except (OSError, AttributeError):
-            _malloc_trim = False
-    if _malloc_trim:
-        _malloc_trim(0)
-
-
-_malloc_trim = None
-
-
-def _peak_memory_note() -> str:
-    try:
-        import resource
-    except ImportError:  # not on Windows
-        return ""
-    return f", peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
+from mphate.embed import diffusion, kernel as kernel_mod, landmarks, mds
+from mphate import runtime
+from mphate.traces.validation import check_sizes, check_trace_array
+from mphate.embed.normalize import zscore_units
 
 
 class _StageLog:
@@ -64,13 +30,15 @@ class _StageLog:
         if self.verbose >= 2:
             print(f"[mphate] {name}...", file=sys.stderr, flush=True)
         yield
-        _release_free_memory()
+        runtime.release_free_memory()
         elapsed = time.perf_counter() - start
         self.timings[name] = elapsed
         if self.verbose:
             cpu = ""
             if self.verbose >= 2:
-                cpu = f" (cpu {time.process_time() - cpu_start:.2f} s{_peak_memory_note()})"
+                peak = runtime.peak_memory_mb()
+                memory = "" if peak is None else f", peak RSS {peak:.0f} MB"
+                cpu = f" (cpu {time.process_time() - cpu_start:.2f} s{memory})"
             print(f"[mphate] {name}: {elapsed:.2f} s{cpu}", file=sys.stderr, flush=True)
 
     def note(self, message: str):
@@ -149,7 +117,7 @@ class MPHATE(BaseEstimator):
         Every knee of ``entropy_`` whose two-segment fit is within 25% of the best, best
         first (the first is what t="auto" takes). Two entries mean a two-bend curve: the
         automatic t could as well have been the other, and the picture can differ a lot
-        between them; t="auto" then warns (:class:`mphate.diffusion.AmbiguousKneeWarning`).
+        between them; t="auto" then warns (:class:`mphate.embed.diffusion.AmbiguousKneeWarning`).
     landmark_embedding_ : ndarray, shape (n_landmark_, n_components)
     n_slices_, n_units_, n_trace_ : int
     timings_ : dict of str -> float
@@ -259,7 +227,7 @@ class MPHATE(BaseEstimator):
         )
         log = _StageLog(self.verbose)
         log.note(f"{n_slices} slices x {n_units} units x {n_trace} trace inputs = {n_slices * n_units} points")
-        with _thread_limit(self.n_jobs, n_slices * n_units):
+        with runtime.use_threads(runtime.resolve_threads(self.n_jobs, n_slices * n_units)):
             stride = self._spectral_stride(n_slices, n_units)
             # only a spectral step on the whole graph uses the kernel many times; otherwise it
             # is used once or twice, and keeping just the features (lean) saves its memory
@@ -322,7 +290,7 @@ class MPHATE(BaseEstimator):
                     log.note(f"t = {self.t_} (knee of the von Neumann entropy)")
                     if len(self.t_candidates_) > 1:
                         warnings.warn(diffusion.ambiguous_knee_message(self.t_candidates_),
-                                      diffusion.AmbiguousKneeWarning, stacklevel=_caller_stacklevel())
+                                      diffusion.AmbiguousKneeWarning, stacklevel=runtime.caller_stacklevel())
                 else:
                     self.t_ = int(self.t)
                 potential = diffusion.potential(
@@ -375,66 +343,15 @@ class MPHATE(BaseEstimator):
         return state
 
 
-_SMALL_PROBLEM = 20000
-
-
-def _caller_stacklevel() -> int:
-    """``stacklevel`` that points a warning at the first frame outside mphate and scikit-learn
-    (the user's ``fit`` or ``fit_transform`` call, however it was reached)."""
-    import os
-
-    import sklearn
-
-    inside = (os.path.dirname(os.path.abspath(__file__)) + os.sep,  # the mphate package
-              os.path.dirname(os.path.abspath(sklearn.__file__)) + os.sep)
-    frame, level = sys._getframe(1), 1
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(inside):
-        frame, level = frame.f_back, level + 1
-    return level
-
-
-def _idle_cores(window: float = 0.05):
-    """Cores not kept busy by other processes right now, or None if unknown.
-
-    On Linux, from the idle share of all CPUs over a short window of /proc/stat; elsewhere
-    from the 1-minute load average. (The load average alone lags: right after another heavy
-    process ends it still reads busy for a minute or more.)
-    """
-    import os
-
-    n_cpus = os.cpu_count() or 1
-    try:
-        first = _cpu_ticks()
-        time.sleep(window)
-        second = _cpu_ticks()
-        total, idle = second[0] - first[0], second[1] - first[1]
-        if total > 0:
-            return int(min(n_cpus, max(1, round(n_cpus * idle / total))))
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return None
-    return int(min(n_cpus, max(1, round(n_cpus - load))))
-
-
-def _cpu_ticks() -> tuple[int, int]:
-    """(total, idle) CPU ticks of all cores since boot, from /proc/stat."""
-    with open("/proc/stat") as stat:
-        fields = [int(value) for value in stat.readline().split()[1:]]
-    return sum(fields[:8]), fields[3] + fields[4]  # idle + iowait; guest time is in user
-
-
 def _as_array(X):
     """Accept an array, a Trace, a trace store or a path; return the activation array."""
-    from mphate.trace import Trace
+    from mphate.traces.trace import Trace
 
     if isinstance(X, Trace):
         return X.data
     if isinstance(X, (str, bytes)) or hasattr(X, "__fspath__") or hasattr(X, "to_trace"):
         try:
-            from mphate.io import as_trace
+            from mphate.traces.io import as_trace
         except ImportError as exc:  # pragma: no cover - io ships with the package
             raise ValueError(f"cannot read a trace from {X!r}: {exc}") from exc
         return as_trace(X).data
@@ -452,31 +369,3 @@ def _seed_key(random_state):
     if random_state is None or isinstance(random_state, (int, np.integer)):
         return random_state
     return id(random_state)  # a RandomState object: reuse only within the same object
-
-
-def _n_threads(n_jobs, n_points) -> int:
-    """Threads to use: BLAS threads and worker threads alike."""
-    import os
-
-    n_cpus = os.cpu_count() or 1
-    if n_jobs is None:
-        if n_points < _SMALL_PROBLEM:
-            # threads cost more than they save on small matrices
-            return 1
-        idle = _idle_cores()
-        # BLAS threads busy-wait for each other: on cores that other processes keep busy
-        # (a training run beside us) two threads ran the eigendecomposition 8x slower than
-        # one, so use only the cores that are idle
-        return n_cpus if idle is None else idle
-    if n_jobs < 0:  # -1 all cores, -2 all but one, ...
-        return max(1, n_cpus + 1 + n_jobs)
-    return max(1, int(n_jobs))
-
-
-@contextmanager
-def _thread_limit(n_jobs, n_points):
-    from threadpoolctl import threadpool_limits
-
-    n_threads = _n_threads(n_jobs, n_points)
-    with threadpool_limits(limits=n_threads), worker_threads(n_threads):
-        yield

@@ -1,5 +1,5 @@
-"""Reading a whole ``.npz`` archive, for the loaders of traces (:mod:`mphate.io`) and of MNIST
-(:mod:`mphate.datasets`)."""
+"""Reading a whole ``.npz`` archive, for the loaders of traces (:mod:`mphate.traces.io`) and of MNIST
+(:mod:`mphate.traces.datasets`)."""
 from __future__ import annotations
 
 import zipfile

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mphate._npz import read_npz
+from mphate.traces._npz import read_npz
 
 __all__ = ["load_digits_split", "load_mnist", "read_idx"]
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from mphate.trace import Trace
+from mphate.traces.trace import Trace
 
 
 def save_embedding(path, embedding, trace: Trace | None = None, *, embedding_3d=None, params=None) -> Path:
     """Write ``embedding`` (and ``embedding_3d``, trace shape, ``params`` dict) to ``path`` (.npz)."""
-    from mphate.plot._output import ensure_parent_writable
+    from mphate.paths import ensure_parent_writable
 
     path = ensure_parent_writable(path)
     arrays = {"embedding": np.asarray(embedding, dtype=float)}

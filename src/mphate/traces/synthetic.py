@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.utils import check_random_state
 
-from mphate.trace import Trace
+from mphate.traces.trace import Trace
 
 
 def make_trace(

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mphate.trace import Trace
+from mphate.traces.trace import Trace
 
 FORMAT_NAME = "mphate-trace-store"
 FORMAT_VERSION = 1

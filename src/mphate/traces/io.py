@@ -1,6 +1,6 @@
 """Reading and writing traces: store directories, .npz/.npy files and the reference's .mat files.
 
-Every loader returns a :class:`~mphate.trace.Trace`; :func:`as_trace` turns anything the
+Every loader returns a :class:`~mphate.traces.trace.Trace`; :func:`as_trace` turns anything the
 estimator accepts (Trace, store, recorder, array, path) into one.
 """
 from __future__ import annotations
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mphate._npz import read_npz
-from mphate.store import TraceStore, is_trace_store
-from mphate.trace import Trace
+from mphate.traces._npz import read_npz
+from mphate.traces.store import TraceStore, is_trace_store
+from mphate.traces.trace import Trace
 
 __all__ = ["as_trace", "load_trace", "save_npz", "save_mat", "describe_format"]
 

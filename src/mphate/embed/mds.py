@@ -6,7 +6,7 @@ import threading
 import numpy as np
 from sklearn.utils.extmath import randomized_svd
 
-from mphate._parallel import parallel_map
+from mphate.runtime import parallel_map
 
 
 def pairwise_distances(points: np.ndarray, dtype=np.float64, center: bool = True) -> np.ndarray:

@@ -10,7 +10,7 @@ offline:
   images, 10 per class, after every epoch, into a crash-safe trace store ``OUT/trace``, with
   the epoch's training loss, validation loss and validation accuracy logged per slice;
 * embedding: :class:`mphate.MPHATE` in 2-D, then 3-D reusing the fitted kernel and landmarks;
-* report: :func:`mphate.report.write_report` into ``OUT`` (``index.html`` and PNGs).
+* report: :func:`mphate.plot.report.write_report` into ``OUT`` (``index.html`` and PNGs).
 
 Progress goes to stderr (a tqdm bar for training, one timed line per embedding stage);
 ``quiet=True`` silences it.
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mphate._optional import require
+from mphate.optional import require
 
 __all__ = ["run_demo", "build_model"]
 
@@ -115,16 +115,16 @@ def run_demo(
     Returns
     -------
     dict of str -> Path
-        The report's files (see :func:`mphate.report.write_report`: "html", "colorings",
+        The report's files (see :func:`mphate.plot.report.write_report`: "html", "colorings",
         "epoch", "layer", "class", "3d", "entropy", "embedding") plus "trace", the trace store.
     """
     torch = require("torch", "the demo")
     from mphate.capture import TorchRecorder, select_trace_inputs
-    from mphate.datasets import load_digits_split
-    from mphate.estimator import MPHATE
-    from mphate.plot._output import ensure_writable_dir
-    from mphate.report import write_report
-    from mphate.store import is_trace_store
+    from mphate.traces.datasets import load_digits_split
+    from mphate.embed.estimator import MPHATE
+    from mphate.paths import ensure_writable_dir
+    from mphate.plot.report import write_report
+    from mphate.traces.store import is_trace_store
 
     epochs = int(epochs)
     if epochs < 2:
