@@ -9,9 +9,15 @@ _EXTRAS = {
     "matplotlib": "plot",
     "plotly": "plot",
     "tqdm": "progress",
-    "lightning": "torch",
-    "pytorch_lightning": "torch",
+    "lightning": "lightning",
+    "pytorch_lightning": "lightning",
     "umap": "compare",
+    "dask": "dask",
+    "distributed": "dask",
+    "xarray": "arrays",
+    "zarr": "arrays",
+    "tensorboard": "tensorboard",
+    "wandb": "wandb",
 }
 
 

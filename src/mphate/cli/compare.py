@@ -44,7 +44,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from mphate.cli.embed import read_trace
+    from mphate.cli._common import read_trace
     from mphate.experiments import compare
     from mphate.experiments._common import output_dir
 

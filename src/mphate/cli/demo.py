@@ -37,7 +37,7 @@ def _positive(text: str) -> int:
 
 
 def run(args) -> int:
-    from mphate.cli.embed import warnings_as_messages
+    from mphate.cli._common import warnings_as_messages
     from mphate.experiments.demo import run_demo
 
     start = time.perf_counter()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mphate.cli.embed import (
+from mphate.cli._common import (
     add_embedding_arguments,
     default_name,
     estimator_from_args,
