@@ -119,6 +119,11 @@ class MPHATE(BaseEstimator):
         automatic t could as well have been the other, and the picture can differ a lot
         between them; t="auto" then warns (:class:`mphate.embed.diffusion.AmbiguousKneeWarning`).
     landmark_embedding_ : ndarray, shape (n_landmark_, n_components)
+    landmark_operator_ : mphate.embed.landmarks.LandmarkOperator
+        ``labels`` (N,), ``point_to_landmark`` (N, n_landmark_) sparse row-stochastic
+        transitions from points to landmarks, ``scale`` (n_landmark_,) landmark degrees.
+    spectrum_ : mphate.embed.diffusion.SpectralDecomposition
+        Eigenvalues and eigenvectors of the landmark diffusion operator.
     n_slices_, n_units_, n_trace_ : int
     timings_ : dict of str -> float
         Seconds spent in each stage of the last fit.
@@ -272,18 +277,18 @@ class MPHATE(BaseEstimator):
                     with log.stage("landmark operator"):
                         operator = landmarks.landmark_operator(kernel, labels)
                 with log.stage("eigendecomposition"):
-                    self._spectrum = diffusion.SpectralDecomposition(operator.symmetric, operator.scale)
+                    self.spectrum_ = diffusion.SpectralDecomposition(operator.symmetric, operator.scale)
                     operator.symmetric = None  # the spectrum replaces it
-                self._operator = operator
+                self.landmark_operator_ = operator
                 self._landmark_key_ = landmark_key
             else:
                 log.note("landmarks unchanged: reusing them")
-            operator = self._operator
+            operator = self.landmark_operator_
             self.landmark_labels_ = operator.labels
             self.n_landmark_ = len(operator.scale)
 
             with log.stage("diffusion time and potential"):
-                self.entropy_ = diffusion.von_neumann_entropy(self._spectrum.eigenvalues, self.t_max)
+                self.entropy_ = diffusion.von_neumann_entropy(self.spectrum_.eigenvalues, self.t_max)
                 self.t_candidates_ = diffusion.t_candidates(self.entropy_)
                 if self.t == "auto":
                     self.t_ = self.t_candidates_[0]  # the best knee: what select_t returns
@@ -294,7 +299,7 @@ class MPHATE(BaseEstimator):
                 else:
                     self.t_ = int(self.t)
                 potential = diffusion.potential(
-                    self._spectrum.power(self.t_), self.gamma, inplace=True
+                    self.spectrum_.power(self.t_), self.gamma, inplace=True
                 )
 
             with log.stage("classical MDS"):
