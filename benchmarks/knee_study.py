@@ -67,13 +67,13 @@ def record_spectra(path):
         np.savez(os.path.join(TRACES, f"{variant}.npz"), trace=data)
         for stride in (1, 2):
             est = MPHATE(random_state=0, spectral_stride=stride).fit(data)
-            spectra[f"{variant}_stride{stride}"] = est._spectrum.eigenvalues
+            spectra[f"{variant}_stride{stride}"] = est.spectrum_.eigenvalues
             print(f"  {variant}, stride {stride}: t = {est.t_}", flush=True)
     for name in BENCH_TRACES:
         file = os.path.join(HERE, "data", f"{name}.npz")
         if os.path.exists(file):
             est = MPHATE(random_state=0).fit(np.load(file)["trace"])
-            spectra[name] = est._spectrum.eigenvalues
+            spectra[name] = est.spectrum_.eigenvalues
             print(f"  {name}: t = {est.t_}", flush=True)
     np.savez(path, **spectra)
     return spectra
