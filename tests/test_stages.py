@@ -112,15 +112,15 @@ def test_smacof_lowers_stress_and_recovers_a_planar_layout():
 def test_classical_mds_is_exact_for_euclidean_points():
     rng = np.random.default_rng(2)
     points = np.c_[rng.standard_normal((50, 2)) * [5, 2], np.zeros((50, 3))]
-    emb = mds.classical_mds_from_points(points, 2, random_state=0)
+    emb = mds.classical_mds_from_points(points, 2, np.random.default_rng(0))
     np.testing.assert_allclose(mds.pairwise_distances(emb), mds.pairwise_distances(points), atol=1e-8)
 
 
 def test_landmark_operator_is_stochastic_and_groups_everything():
     data = zscore_units(make_trace(n_slices=20, n_units=15, n_trace=8, random_state=0).data)
     kernel = multislice_kernel(data, interslice_knn=4)
-    features = landmarks.spectral_features(kernel, 10, random_state=0)
-    labels = landmarks.cluster_landmarks(features, 40, random_state=0)
+    features = landmarks.spectral_features(kernel, 10, np.random.default_rng(0))
+    labels = landmarks.cluster_landmarks(features, 40, np.random.default_rng(0))
     assert labels.shape == (300,) and set(labels) == set(range(labels.max() + 1))
     assert 20 <= labels.max() + 1 <= 40
     op = landmarks.landmark_operator(kernel, labels)
@@ -140,9 +140,9 @@ def test_landmark_features_from_a_slice_subsample_keep_the_units_apart():
     drift = np.cumsum(rng.standard_normal((n_slices, 1, n_trace)) * 0.05, axis=0)
     data = patterns[group][None] + drift + rng.standard_normal((n_slices, n_units, n_trace)) * 0.3
     kernel = multislice_kernel(zscore_units(data), interslice_knn=4)
-    whole = landmarks.landmark_features(kernel, 5, random_state=0, stride=1)
-    np.testing.assert_array_equal(whole, landmarks.spectral_features(kernel, 5, random_state=0))
-    sub = landmarks.landmark_features(kernel, 5, random_state=0, stride=3)
+    whole = landmarks.landmark_features(kernel, 5, np.random.default_rng(0), stride=1)
+    np.testing.assert_array_equal(whole, landmarks.spectral_features(kernel, 5, np.random.default_rng(0)))
+    sub = landmarks.landmark_features(kernel, 5, np.random.default_rng(0), stride=3)
     assert sub.shape == whole.shape and np.isfinite(sub).all()
     by_point_group = np.tile(group, n_slices)
     # the leading coordinate is the group split, at sampled and unsampled slices alike

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mphate.traces.validation import check_trace_array
+from mphate.traces.io import as_trace_array
 from mphate.embed.kernel import batched_distances
 from mphate.embed.normalize import zscore_units
 
@@ -66,8 +66,7 @@ def neighbor_preservation(embedding, trace, k: int = 10, space: str = "normalize
     -------
     dict with float values "intraslice" and "interslice", each in [0, 1]
     """
-    data = getattr(trace, "data", trace)
-    data = check_trace_array(data)
+    data = as_trace_array(trace)
     n_slices, n_units, _ = data.shape
     embedding = np.asarray(embedding, dtype=np.float64)
     if embedding.ndim != 2 or embedding.shape[0] != n_slices * n_units:

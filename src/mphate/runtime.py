@@ -2,11 +2,12 @@
 
 Thread policy
 -------------
-``n_jobs`` is the one knob: :func:`resolve_threads` turns it into a thread count, and
-:func:`use_threads` applies that count for a block, to BLAS (threadpoolctl) and to the worker
-pool of the chunked stages alike. Stages receive the count as an argument
-(:func:`parallel_map` takes ``n_threads``), so a stage called on its own runs single-threaded
-unless told otherwise. Inside worker threads BLAS is held to one thread: BLAS threads that
+``n_jobs`` is the one knob: :func:`resolve_threads` turns it into a thread count once per fit;
+the pipeline passes that count to every stage as an argument (:func:`parallel_map` takes
+``n_threads``; a stage called on its own runs single-threaded unless told otherwise), and
+:func:`blas_threads` applies it to BLAS, the one library whose thread count is process-wide.
+Random numbers follow the same rule: :func:`stage_generators` derives one
+``numpy.random.Generator`` per stage from ``random_state``, and stages receive theirs. Inside worker threads BLAS is held to one thread: BLAS threads that
 compete with our own workers for the same cores busy-wait and run several times slower than
 one thread each.
 
@@ -15,17 +16,17 @@ releases the GIL, so plain threads use every core without copying data into proc
 """
 from __future__ import annotations
 
-import contextvars
 import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 
+import numpy as np
+
 #: Below this many points one thread beats several (threads cost more than they save).
 SMALL_PROBLEM = 20000
 
-_workers = contextvars.ContextVar("mphate_workers", default=1)
 _executors: dict[int, ThreadPoolExecutor] = {}
 
 
@@ -82,32 +83,16 @@ def _cpu_ticks() -> tuple[int, int]:
 
 
 @contextmanager
-def use_threads(n_threads: int):
-    """Run BLAS and the chunked stages' default worker count on ``n_threads`` in this block."""
+def blas_threads(n_threads: int):
+    """Hold BLAS/LAPACK (and OpenMP) to ``n_threads`` in this block.
+
+    The one place where a thread count has to be global: BLAS reads its own, process-wide
+    setting. Our own worker threads are passed explicitly (:func:`parallel_map`).
+    """
     from threadpoolctl import threadpool_limits
 
-    n_threads = max(1, int(n_threads))
-    token = _workers.set(n_threads)
-    try:
-        with threadpool_limits(limits=n_threads):
-            yield n_threads
-    finally:
-        _workers.reset(token)
-
-
-@contextmanager
-def worker_threads(n: int):
-    """Run the chunked stages inside this block on ``n`` threads (BLAS untouched)."""
-    token = _workers.set(max(1, int(n)))
-    try:
+    with threadpool_limits(limits=max(1, int(n_threads))):
         yield
-    finally:
-        _workers.reset(token)
-
-
-def n_workers() -> int:
-    """Worker threads the chunked stages may use here (set by :func:`use_threads`)."""
-    return _workers.get()
 
 
 @contextmanager
@@ -134,14 +119,14 @@ def _single_blas_thread():
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def parallel_map(func, items, n_threads: int | None = None) -> list:
+def parallel_map(func, items, n_threads: int = 1) -> list:
     """``[func(item) for item in items]``, on ``n_threads`` worker threads when there are several.
 
-    ``n_threads`` defaults to the count :func:`use_threads` set for the enclosing block (one
-    outside it). ``func`` must be safe to run concurrently (write only to disjoint memory).
+    ``func`` must be safe to run concurrently (write only to disjoint memory). Inside the
+    workers BLAS runs on one thread each.
     """
     items = list(items)
-    workers = min(n_workers() if n_threads is None else max(1, int(n_threads)), len(items))
+    workers = min(max(1, int(n_threads)), len(items))
     if workers <= 1:
         return [func(item) for item in items]
     executor = _executors.get(workers)
@@ -149,6 +134,45 @@ def parallel_map(func, items, n_threads: int | None = None) -> list:
         executor = _executors[workers] = ThreadPoolExecutor(workers, thread_name_prefix="mphate")
     with _single_blas_thread():
         return list(executor.map(func, items))
+
+
+# ------------------------------------------------------------------------------ random numbers
+def check_random_state(random_state) -> None:
+    """Raise ValueError unless ``random_state`` is None, an int >= 0, a Generator or a RandomState."""
+    if random_state is None or isinstance(random_state, (np.random.Generator, np.random.RandomState)):
+        return
+    if isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool) and random_state >= 0:
+        return
+    raise ValueError(
+        "random_state must be None, a non-negative integer, a numpy.random.Generator or a "
+        f"RandomState; got {random_state!r}"
+    )
+
+
+def stage_generators(random_state, names) -> dict[str, np.random.Generator]:
+    """One independent ``numpy.random.Generator`` per named stage, all from ``random_state``.
+
+    Each stage's stream depends only on ``random_state`` and the stage's position, not on
+    which other stages ran (a cached stage draws nothing), so a refit that reuses the kernel
+    and landmarks gives the same picture as a fresh fit. A Generator passed in is advanced (its
+    children are spawned); a legacy RandomState gives one seed.
+    """
+    names = list(names)
+    check_random_state(random_state)
+    if isinstance(random_state, np.random.Generator):
+        children = random_state.spawn(len(names))
+    else:
+        if isinstance(random_state, np.random.RandomState):
+            random_state = int(random_state.randint(2**31 - 1))
+        children = [np.random.default_rng(seq) for seq in np.random.SeedSequence(random_state).spawn(len(names))]
+    return dict(zip(names, children))
+
+
+def seed_key(random_state):
+    """What identifies ``random_state`` for caching: the seed itself, or the object's identity."""
+    if random_state is None or isinstance(random_state, (int, np.integer)):
+        return random_state
+    return ("object", id(random_state))
 
 
 # ------------------------------------------------------------------------------ memory

@@ -1,49 +1,17 @@
-"""The M-PHATE estimator (scikit-learn API)."""
-from __future__ import annotations
+"""The M-PHATE estimator (scikit-learn API): parameters in, the pipeline run, attributes out.
 
-import hashlib
-import sys
-import time
-import warnings
-from contextlib import contextmanager
+The stages themselves, their order and what each caches are in :mod:`mphate.embed.pipeline`.
+"""
+from __future__ import annotations
 
 import numpy as np
 from sklearn.base import BaseEstimator
-from sklearn.utils import check_random_state
 
-from mphate.embed import diffusion, kernel as kernel_mod, landmarks, mds
 from mphate import runtime
-from mphate.traces.validation import check_sizes, check_trace_array
-from mphate.embed.normalize import zscore_units
-
-
-class _StageLog:
-    """Timed log lines on stderr, one per pipeline stage; silent when verbose is 0."""
-
-    def __init__(self, verbose: int):
-        self.verbose = verbose
-        self.timings: dict[str, float] = {}
-
-    @contextmanager
-    def stage(self, name: str):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        if self.verbose >= 2:
-            print(f"[mphate] {name}...", file=sys.stderr, flush=True)
-        yield
-        runtime.release_free_memory()
-        elapsed = time.perf_counter() - start
-        self.timings[name] = elapsed
-        if self.verbose:
-            cpu = ""
-            if self.verbose >= 2:
-                peak = runtime.peak_memory_mb()
-                memory = "" if peak is None else f", peak RSS {peak:.0f} MB"
-                cpu = f" (cpu {time.process_time() - cpu_start:.2f} s{memory})"
-            print(f"[mphate] {name}: {elapsed:.2f} s{cpu}", file=sys.stderr, flush=True)
-
-    def note(self, message: str):
-        if self.verbose:
-            print(f"[mphate] {message}", file=sys.stderr, flush=True)
+from mphate.embed import landmarks, pipeline
+from mphate.embed.backend import get_backend
+from mphate.traces.io import as_trace_array
+from mphate.traces.validation import check_sizes
 
 
 class MPHATE(BaseEstimator):
@@ -83,12 +51,18 @@ class MPHATE(BaseEstimator):
         SMACOF stops when the stress falls by less than this fraction in an iteration.
     t_max : int, default 100
         Largest t considered by t="auto".
-    random_state : int, RandomState or None
+    random_state : int, numpy.random.Generator or None
+        Seeds one ``numpy.random.Generator`` per random stage (landmarks, MDS); an int gives
+        the same picture on every run. (A legacy RandomState is accepted and gives one seed.)
     n_jobs : int or None, default None
         Threads, for the chunked stages and the linear algebra alike; -1 uses all cores;
         None uses one thread for small traces (under 20,000 points) and otherwise as many
         threads as there are idle cores (measured over 50 ms at the start of the fit), since
         BLAS threads competing for busy cores are slower than one.
+    device : {"cpu", "torch", "cuda", "cuda:N", "mps"}, default "cpu"
+        Where the dense stages (eigendecomposition, potential, MDS) run: NumPy on the CPU, or
+        PyTorch (an optional extra: ``pip install "mphate[torch]"``) on the CPU ("torch") or an
+        accelerator. The sparse stages always run on NumPy/SciPy.
     verbose : int, default 0
         1 prints one timed line per stage to stderr; 2 adds CPU times.
 
@@ -148,6 +122,7 @@ class MPHATE(BaseEstimator):
         t_max=100,
         random_state=None,
         n_jobs=None,
+        device="cpu",
         verbose=0,
     ):
         self.n_components = n_components
@@ -166,6 +141,7 @@ class MPHATE(BaseEstimator):
         self.t_max = t_max
         self.random_state = random_state
         self.n_jobs = n_jobs
+        self.device = device
         self.verbose = verbose
 
     # ------------------------------------------------------------------ parameters
@@ -194,10 +170,8 @@ class MPHATE(BaseEstimator):
             raise ValueError(f"spectral_stride must be 'auto' or a positive integer; got {self.spectral_stride!r}")
         if self.mds not in ("metric", "classic"):
             raise ValueError(f"mds must be 'metric' or 'classic'; got {self.mds!r}")
-
-    def _kernel_key(self, fingerprint, store):
-        return (fingerprint, self.intraslice_knn, self.interslice_knn, float(self.decay),
-                bool(self.normalize), store)
+        runtime.check_random_state(self.random_state)
+        get_backend(self.device)  # a clear error now for an unknown device or a missing torch
 
     def _spectral_stride(self, n_slices, n_units):
         """The slice stride of the spectral step, or None when no landmarks are used."""
@@ -205,8 +179,21 @@ class MPHATE(BaseEstimator):
             return None
         return landmarks.effective_stride(self.spectral_stride, n_slices, n_units)
 
-    def _landmark_key(self, kernel_key):
-        return (kernel_key, self.n_landmark, self.n_svd, self.spectral_stride, _seed_key(self.random_state))
+    def _stages(self, n_slices, n_units) -> list:
+        """The pipeline for a trace of this size, each stage with its parameters."""
+        stride = self._spectral_stride(n_slices, n_units)
+        return [
+            # only a spectral step on the whole graph uses the kernel many times; otherwise it
+            # is used once or twice, and keeping just the features (lean) saves its memory
+            pipeline.KernelStage(intraslice_knn=self.intraslice_knn, interslice_knn=self.interslice_knn,
+                                 decay=float(self.decay), normalize=bool(self.normalize),
+                                 store_blocks=None if stride == 1 else False),
+            pipeline.LandmarkStage(n_landmark=self.n_landmark, n_svd=self.n_svd, stride=stride or 1),
+            pipeline.SpectrumStage(),
+            pipeline.DiffusionTimeStage(t=self.t, t_max=self.t_max),
+            pipeline.EmbeddingStage(gamma=self.gamma, n_components=self.n_components, mds=self.mds,
+                                    mds_max_iter=self.mds_max_iter, mds_tol=self.mds_tol),
+        ]
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X, y=None):
@@ -223,109 +210,44 @@ class MPHATE(BaseEstimator):
         self
         """
         self._check_params()
-        data = _as_array(X)
-        data = check_trace_array(data)
+        data = as_trace_array(X)
         n_slices, n_units, n_trace = data.shape
-        check_sizes(
-            n_slices, n_units, n_trace,
-            intraslice_knn=self.intraslice_knn, interslice_knn=self.interslice_knn,
-        )
-        log = _StageLog(self.verbose)
+        check_sizes(n_slices, n_units, n_trace,
+                    intraslice_knn=self.intraslice_knn, interslice_knn=self.interslice_knn)
+        log = pipeline.StageLog(self.verbose)
         log.note(f"{n_slices} slices x {n_units} units x {n_trace} trace inputs = {n_slices * n_units} points")
-        with runtime.use_threads(runtime.resolve_threads(self.n_jobs, n_slices * n_units)):
-            stride = self._spectral_stride(n_slices, n_units)
-            # only a spectral step on the whole graph uses the kernel many times; otherwise it
-            # is used once or twice, and keeping just the features (lean) saves its memory
-            store = None if stride == 1 else False
-            kernel_key = self._kernel_key(_fingerprint(data), store)
-            if getattr(self, "_kernel_key_", None) != kernel_key:
-                with log.stage("kernel"):
-                    features = zscore_units(data) if self.normalize else data.astype(np.float32)
-                    self.multislice_kernel_ = kernel_mod.multislice_kernel(
-                        features,
-                        intraslice_knn=self.intraslice_knn,
-                        interslice_knn=self.interslice_knn,
-                        decay=self.decay,
-                        store_blocks=store,
-                    )
-                    del features
-                self._kernel_key_ = kernel_key
-                self._landmark_key_ = None
-                self.__dict__.pop("_kernel_sparse", None)
-            else:
-                log.note("kernel unchanged: reusing it")
-            del data  # a float32 copy of a float16 or integer trace is no longer needed
-            kernel = self.multislice_kernel_
-            self.interslice_eps_ = kernel.interslice_eps
-            self.n_slices_, self.n_units_, self.n_trace_ = n_slices, n_units, n_trace
-
-            landmark_key = self._landmark_key(kernel_key)
-            if getattr(self, "_landmark_key_", None) != landmark_key:
-                n_points = kernel.shape[0]
-                rng = check_random_state(self.random_state)
-                if stride is None:
-                    with log.stage("diffusion operator (all points)"):
-                        operator = landmarks.exact_operator(kernel)
-                else:
-                    with log.stage("spectral coordinates"):
-                        coords = landmarks.landmark_features(
-                            kernel, self.n_svd, random_state=rng, stride=stride
-                        )
-                    with log.stage("landmark clustering"):
-                        labels = landmarks.cluster_landmarks(coords, self.n_landmark, random_state=rng)
-                        del coords
-                    with log.stage("landmark operator"):
-                        operator = landmarks.landmark_operator(kernel, labels)
-                with log.stage("eigendecomposition"):
-                    self.spectrum_ = diffusion.SpectralDecomposition(operator.symmetric, operator.scale)
-                    operator.symmetric = None  # the spectrum replaces it
-                self.landmark_operator_ = operator
-                self._landmark_key_ = landmark_key
-            else:
-                log.note("landmarks unchanged: reusing them")
-            operator = self.landmark_operator_
-            self.landmark_labels_ = operator.labels
-            self.n_landmark_ = len(operator.scale)
-
-            with log.stage("diffusion time and potential"):
-                self.entropy_ = diffusion.von_neumann_entropy(self.spectrum_.eigenvalues, self.t_max)
-                self.t_candidates_ = diffusion.t_candidates(self.entropy_)
-                if self.t == "auto":
-                    self.t_ = self.t_candidates_[0]  # the best knee: what select_t returns
-                    log.note(f"t = {self.t_} (knee of the von Neumann entropy)")
-                    if len(self.t_candidates_) > 1:
-                        warnings.warn(diffusion.ambiguous_knee_message(self.t_candidates_),
-                                      diffusion.AmbiguousKneeWarning, stacklevel=runtime.caller_stacklevel())
-                else:
-                    self.t_ = int(self.t)
-                potential = diffusion.potential(
-                    self.spectrum_.power(self.t_), self.gamma, inplace=True
-                )
-
-            with log.stage("classical MDS"):
-                # centre once in place: distances and PCA ignore it, and no copy is needed
-                potential -= potential.mean(axis=0)
-                rng = check_random_state(self.random_state)
-                init = mds.classical_mds_from_points(
-                    potential, self.n_components, random_state=rng, center=False
-                )
-            if self.mds == "metric":
-                with log.stage("metric MDS"):
-                    distances = mds.pairwise_distances(potential, dtype=np.float32, center=False)
-                    del potential  # the largest array alive; SMACOF needs only distances
-                    landmark_embedding, n_iter = mds.smacof(
-                        distances, init, max_iter=self.mds_max_iter, tol=self.mds_tol
-                    )
-                    log.note(f"SMACOF: {n_iter} iterations")
-            else:
-                landmark_embedding = init
-            self.landmark_embedding_ = landmark_embedding
-            with log.stage("map landmarks to points"):
-                embedding = operator.point_to_landmark @ landmark_embedding.astype(np.float64)
-            self.embedding_ = np.asarray(embedding, dtype=np.float64)
+        resources = pipeline.Resources(
+            n_threads=runtime.resolve_threads(self.n_jobs, n_slices * n_units),
+            rngs=runtime.stage_generators(self.random_state, pipeline.STAGE_NAMES),
+            backend=get_backend(self.device),
+            log=log,
+        )
+        state = self.__dict__.get("_state") or pipeline.PipelineState()
+        state.data, state.fingerprint = data, pipeline.fingerprint(data)
+        del data
+        self._state = pipeline.run_pipeline(self._stages(n_slices, n_units), state, resources,
+                                            seed=runtime.seed_key(self.random_state))
+        self._publish(state, n_slices, n_units, n_trace)
         self.timings_ = dict(log.timings)
         log.note(f"total: {sum(log.timings.values()):.2f} s")
         return self
+
+    def _publish(self, state, n_slices, n_units, n_trace):
+        """Copy the pipeline's outputs to the fitted attributes (scikit-learn's trailing _)."""
+        if getattr(self, "multislice_kernel_", None) is not state.kernel:
+            self.__dict__.pop("_kernel_sparse", None)
+        self.multislice_kernel_ = state.kernel
+        self.interslice_eps_ = state.kernel.interslice_eps
+        self.n_slices_, self.n_units_, self.n_trace_ = n_slices, n_units, n_trace
+        self.landmark_operator_ = state.operator
+        self.landmark_labels_ = state.operator.labels
+        self.n_landmark_ = len(state.operator.scale)
+        self.spectrum_ = state.spectrum
+        self.entropy_ = state.entropy
+        self.t_candidates_ = list(state.t_candidates)
+        self.t_ = state.t
+        self.landmark_embedding_ = state.landmark_embedding
+        self.embedding_ = state.embedding
 
     def fit_transform(self, X, y=None):
         """Embed a trace and return the embedding, shape (n_slices * n_units, n_components)."""
@@ -346,31 +268,3 @@ class MPHATE(BaseEstimator):
         state = dict(self.__dict__)
         state.pop("_kernel_sparse", None)
         return state
-
-
-def _as_array(X):
-    """Accept an array, a Trace, a trace store or a path; return the activation array."""
-    from mphate.traces.trace import Trace
-
-    if isinstance(X, Trace):
-        return X.data
-    if isinstance(X, (str, bytes)) or hasattr(X, "__fspath__") or hasattr(X, "to_trace"):
-        try:
-            from mphate.traces.io import as_trace
-        except ImportError as exc:  # pragma: no cover - io ships with the package
-            raise ValueError(f"cannot read a trace from {X!r}: {exc}") from exc
-        return as_trace(X).data
-    return X
-
-
-def _fingerprint(data: np.ndarray) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(str(data.shape).encode())
-    digest.update(np.ascontiguousarray(data).view(np.uint8).data)
-    return digest.hexdigest()
-
-
-def _seed_key(random_state):
-    if random_state is None or isinstance(random_state, (int, np.integer)):
-        return random_state
-    return id(random_state)  # a RandomState object: reuse only within the same object

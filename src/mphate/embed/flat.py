@@ -6,8 +6,25 @@ protocol in :mod:`mphate.embed.kernel`), and the rest of the pipeline is M-PHATE
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.sparse as sp
+
+from mphate import runtime
+from mphate.embed.diffusion import AmbiguousKneeWarning
+from mphate.embed.pipeline import (
+    STAGE_NAMES,
+    DiffusionTimeStage,
+    EmbeddingStage,
+    LandmarkStage,
+    PipelineState,
+    Resources,
+    SpectrumStage,
+    Stage,
+    fingerprint,
+    run_pipeline,
+)
 
 
 def knn(X: np.ndarray, k: int):
@@ -48,17 +65,23 @@ def alpha_decay_kernel(dist: np.ndarray, idx: np.ndarray, knn: int = 5, decay: f
 
 
 class SparseKernel:
-    """A plain sparse kernel with the interface the landmark stages expect."""
+    """One symmetric sparse matrix as a :class:`~mphate.embed.kernel.Kernel`.
+
+    Parameters
+    ----------
+    matrix : sparse matrix, shape (N, N), symmetric
+    """
 
     def __init__(self, matrix: sp.csr_matrix):
         self.matrix = matrix.tocsr().astype(np.float64)
         self.shape = self.matrix.shape
+        self.n_threads = 1  # SciPy's sparse products run on one thread
 
     def degrees(self) -> np.ndarray:
         return np.asarray(self.matrix.sum(axis=1)).ravel()
 
     def matmat(self, vectors, *, scale=None, out=None, epilogue=None):
-        """``K v`` or ``S K S v``; see :meth:`mphate.embed.kernel.MultisliceKernel.matmat`."""
+        """``K v`` or ``S K S v``; see :meth:`mphate.embed.kernel.Kernel.matmat`."""
         vectors = np.asarray(vectors, dtype=np.float64)
         if scale is not None:
             scale = np.asarray(scale, dtype=np.float64).reshape(-1, 1)
@@ -82,27 +105,39 @@ class SparseKernel:
         return self.matrix
 
 
+class FlatKernelStage(Stage):
+    """First stage of flattened PHATE: the alpha-decay kernel on the rows of ``state.data``.
+
+    Params: ``knn`` (bandwidth neighbour), ``decay``. ``state.data`` is (N, n_features): each
+    row one point, no slices.
+    """
+
+    name = "kernel"
+
+    def run(self, state, res):
+        with res.log.step("kernel"):
+            rows = np.asarray(state.data, dtype=np.float64)
+            dist, idx = knn(rows, max(30, 6 * self.params["knn"]))
+            state.kernel = SparseKernel(alpha_decay_kernel(dist, idx, self.params["knn"], self.params["decay"]))
+        state.data = None
+
+
 def phate_flattened(X: np.ndarray, *, knn_k: int = 5, decay: float = 40, n_landmark: int = 2000,
                     gamma: float = 1, n_svd: int = 100, random_state=0) -> np.ndarray:
-    """PHATE's published method on the rows of ``X`` (our implementation, PHATE's defaults)."""
-    from sklearn.utils import check_random_state
-
-    from mphate.embed import diffusion, landmarks, mds
-
-    dist, idx = knn(X, max(30, 6 * knn_k))
-    kernel = SparseKernel(alpha_decay_kernel(dist, idx, knn_k, decay))
-    rng = check_random_state(random_state)
-    if n_landmark is None or len(X) <= n_landmark:
-        operator = landmarks.exact_operator(kernel)
-    else:
-        coords = landmarks.spectral_features(kernel, n_svd, random_state=rng)
-        labels = landmarks.cluster_landmarks(coords, n_landmark, random_state=rng)
-        operator = landmarks.landmark_operator(kernel, labels)
-    spectrum = diffusion.SpectralDecomposition(operator.symmetric, operator.scale)
-    t, _ = diffusion.select_t(spectrum.eigenvalues, 100)
-    potential = diffusion.potential(spectrum.power(t), gamma)
-    init = mds.classical_mds_from_points(potential, 2, random_state=check_random_state(random_state))
-    embedding, _ = mds.smacof(mds.pairwise_distances(potential, dtype=np.float32), init)
-    return np.asarray(operator.point_to_landmark @ embedding, dtype=np.float64)
-
-
+    """PHATE's published method on the rows of ``X`` (N, n_features), with PHATE's defaults,
+    run through M-PHATE's own stages after the kernel. Returns (N, 2)."""
+    stages = [
+        FlatKernelStage(knn=knn_k, decay=decay),
+        LandmarkStage(n_landmark=n_landmark, n_svd=n_svd, stride=1),
+        SpectrumStage(),
+        DiffusionTimeStage(t="auto", t_max=100),
+        EmbeddingStage(gamma=gamma, n_components=2, mds="metric", mds_max_iter=300, mds_tol=1e-3),
+    ]
+    data = np.asarray(X)
+    state = PipelineState(data=data, fingerprint=fingerprint(data))
+    resources = Resources(rngs=runtime.stage_generators(random_state, STAGE_NAMES))
+    with warnings.catch_warnings():
+        # the knee's ambiguity is M-PHATE's warning to its users, not the baseline's
+        warnings.simplefilter("ignore", AmbiguousKneeWarning)
+        run_pipeline(stages, state, resources)
+    return state.embedding

@@ -8,8 +8,13 @@ interslice part links each unit only with itself at other slices, so it is ``n_u
 ``(n_slices, n_slices)`` blocks; we keep those blocks (or recompute them on demand when they
 would not fit in memory) instead of a sparse matrix, because batched dense products over them
 run at BLAS speed and need a quarter of the memory of the equivalent CSR matrix.
+
+Any kernel the later stages accept follows :class:`Kernel`: the multislice kernel here, and
+the flattened baseline's plain sparse kernel (:class:`mphate.embed.flat.SparseKernel`).
 """
 from __future__ import annotations
+
+from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
 import scipy.sparse as sp
@@ -23,6 +28,37 @@ KERNEL_THRESHOLD = 1e-4
 _CHUNK_BYTES = 2**23
 # keep interslice blocks in memory up to this size; beyond, recompute them per use
 _MAX_STORED_BLOCK_BYTES = 2 * 2**30
+
+
+@runtime_checkable
+class Kernel(Protocol):
+    """What the landmark and diffusion stages need of a symmetric affinity kernel ``K``, (N, N).
+
+    Implemented by :class:`MultisliceKernel` (structured by slices and units) and
+    :class:`mphate.embed.flat.SparseKernel` (one sparse matrix). A kernel with slices adds
+    ``n_slices``, ``n_units``, ``subsample_slices`` and ``interpolate_from_slices``, which the
+    spectral step uses when it runs on a subsample of the slices.
+    """
+
+    shape: tuple[int, int]
+    n_threads: int
+
+    def degrees(self) -> np.ndarray:
+        """Row sums of ``K``, shape (N,), float64."""
+
+    def matmat(self, vectors: np.ndarray, *, scale: np.ndarray | None = None, out: np.ndarray | None = None,
+               epilogue: Callable | None = None) -> np.ndarray:
+        """``K v`` (or ``S K S v`` with ``S = diag(scale)``), shape (N, m), into ``out`` (float32).
+
+        ``epilogue(part)``, when given, runs once per finished part of the result (on the thread
+        that made it): ``part(array)`` is that part's rows of any (N, m) array.
+        """
+
+    def aggregate(self, labels: np.ndarray, n_groups: int) -> sp.csr_matrix:
+        """``K M``, shape (N, n_groups), with ``M`` the one-hot matrix of ``labels`` (N,)."""
+
+    def to_sparse(self) -> sp.csr_matrix:
+        """``K`` as one sparse matrix, shape (N, N)."""
 
 
 def _chunk_ranges(n: int, size: int) -> list[tuple[int, int]]:
@@ -148,7 +184,7 @@ def _intraslice_chunk(data: np.ndarray, knn: int, decay: float, threshold: float
 
 
 def intraslice_kernel(
-    data: np.ndarray, knn: int, decay: float, threshold: float = KERNEL_THRESHOLD
+    data: np.ndarray, knn: int, decay: float, threshold: float = KERNEL_THRESHOLD, n_threads: int = 1
 ) -> list[tuple[int, sp.csr_matrix]]:
     """Adaptive alpha-decay kernel between the units of each slice.
 
@@ -172,6 +208,7 @@ def intraslice_kernel(
     return parallel_map(
         lambda bounds: _intraslice_block(data, bounds, knn, decay, threshold),
         _intraslice_ranges(n_slices, n_units),
+        n_threads,
     )
 
 
@@ -217,7 +254,7 @@ def _unit_slab(data: np.ndarray, u0: int, u1: int) -> np.ndarray:
     return np.ascontiguousarray(data[:, u0:u1, :].transpose(1, 0, 2))
 
 
-def _median_kth_distance(data: np.ndarray, knn: int, out_sq=None) -> np.ndarray:
+def _median_kth_distance(data: np.ndarray, knn: int, out_sq=None, n_threads: int = 1) -> np.ndarray:
     """Per unit, the median over slices of the distance to the knn-th nearest other slice.
 
     Parameters
@@ -241,11 +278,11 @@ def _median_kth_distance(data: np.ndarray, knn: int, out_sq=None) -> np.ndarray:
         if out_sq is not None:
             out_sq[u0:u1] = sq
 
-    parallel_map(work, _chunks_of(n_units, 4 * 2 * n_slices * n_slices))
+    parallel_map(work, _chunks_of(n_units, 4 * 2 * n_slices * n_slices), n_threads)
     return medians
 
 
-def interslice_bandwidth(data: np.ndarray, knn: int) -> float:
+def interslice_bandwidth(data: np.ndarray, knn: int, n_threads: int = 1) -> float:
     """The single interslice bandwidth: mean over units of the median over slices of the
     distance to the ``knn``-th nearest other slice of the same unit.
 
@@ -253,7 +290,7 @@ def interslice_bandwidth(data: np.ndarray, knn: int) -> float:
     ----------
     data : ndarray, shape (n_slices, n_units, n_features), float32
     """
-    return _mean_bandwidth(_median_kth_distance(data, knn))
+    return _mean_bandwidth(_median_kth_distance(data, knn, n_threads=n_threads))
 
 
 def _mean_bandwidth(medians: np.ndarray) -> float:
@@ -300,11 +337,15 @@ class MultisliceKernel:
     interslice_eps : float
     n_slices, n_units : int
     lean : bool
+    n_threads : int
+        Worker threads of :meth:`degrees`, :meth:`matmat`, :meth:`aggregate` and the others.
     """
 
     def __init__(self, *, n_slices, n_units, intraslice_knn, decay, threshold, interslice_eps,
-                 features=None, intraslice_blocks=None, interslice_blocks=None):
+                 features=None, intraslice_blocks=None, interslice_blocks=None, n_threads=1):
         self.n_slices, self.n_units = n_slices, n_units
+        # worker threads of the chunked operations; the pipeline sets it from n_jobs
+        self.n_threads = n_threads
         self.intraslice_knn, self.decay, self.threshold = intraslice_knn, decay, threshold
         self.interslice_eps = interslice_eps
         self._features = features  # (n_slices, n_units, n_features) float32, lean mode
@@ -361,7 +402,7 @@ class MultisliceKernel:
     @property
     def intraslice(self) -> sp.csr_matrix:
         """The intraslice kernel as one sparse matrix, shape (N, N)."""
-        parts = parallel_map(self._intraslice_part, self._intraslice_items())
+        parts = parallel_map(self._intraslice_part, self._intraslice_items(), self.n_threads)
         return _assemble_block_diagonal(parts, self.shape[0])
 
     # ------------------------------------------------------------------ operations
@@ -374,7 +415,7 @@ class MultisliceKernel:
                 start, block = self._intraslice_part(item)
                 deg[start : start + block.shape[0]] = block.sum(axis=1, dtype=np.float64).ravel()
 
-            parallel_map(add_intraslice, self._intraslice_items())
+            parallel_map(add_intraslice, self._intraslice_items(), self.n_threads)
             per_slice = deg.reshape(self.n_slices, self.n_units)
 
             def add_interslice(bounds):
@@ -382,7 +423,7 @@ class MultisliceKernel:
                 blocks = self._interslice_chunk(u0, u1)
                 per_slice[:, u0:u1] += blocks.sum(axis=2, dtype=np.float64).T
 
-            parallel_map(add_interslice, self._unit_chunks())
+            parallel_map(add_interslice, self._unit_chunks(), self.n_threads)
             self._degrees = deg
         return self._degrees
 
@@ -419,7 +460,7 @@ class MultisliceKernel:
             source = vectors[rows] if scale is None else vectors[rows] * scale[rows]
             out[rows] = block @ source
 
-        parallel_map(intraslice_product, self._intraslice_items())
+        parallel_map(intraslice_product, self._intraslice_items(), self.n_threads)
         shape3 = (self.n_slices, self.n_units, -1)
         by_slice_in, by_slice_out = vectors.reshape(shape3), out.reshape(shape3)
 
@@ -441,7 +482,7 @@ class MultisliceKernel:
             if epilogue is not None:
                 epilogue(part)
 
-        parallel_map(interslice_product, self._unit_chunks())
+        parallel_map(interslice_product, self._unit_chunks(), self.n_threads)
         return out
 
     def aggregate(self, labels: np.ndarray, n_groups: int) -> sp.csr_matrix:
@@ -485,8 +526,8 @@ class MultisliceKernel:
                 vals.append(summed[r, c].astype(np.float32))
             return np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
 
-        parts = parallel_map(intraslice_part, self._intraslice_items())
-        parts += parallel_map(interslice_part, self._unit_chunks())
+        parts = parallel_map(intraslice_part, self._intraslice_items(), self.n_threads)
+        parts += parallel_map(interslice_part, self._unit_chunks(), self.n_threads)
         # float32 entries and int32 indices: this matrix has tens of entries per point. Join
         # one field at a time, dropping its pieces, so that two copies never coexist
         columns = [list(field) for field in zip(*parts)]
@@ -512,14 +553,14 @@ class MultisliceKernel:
         n_units = self.n_units
         if self._features is not None:
             features = self._features[slices]
-            intra = intraslice_kernel(features, self.intraslice_knn, self.decay, self.threshold)
+            intra = intraslice_kernel(features, self.intraslice_knn, self.decay, self.threshold, self.n_threads)
             blocks = np.empty((n_units, len(slices), len(slices)), dtype=np.float32)
 
             def fill(bounds):
                 u0, u1 = bounds
                 blocks[u0:u1] = _interslice_blocks_of(features, u0, u1, self.interslice_eps, self.threshold)
 
-            parallel_map(fill, _chunks_of(n_units, 4 * 2 * len(slices) ** 2))
+            parallel_map(fill, _chunks_of(n_units, 4 * 2 * len(slices) ** 2), self.n_threads)
         else:
             starts = [start for start, _ in self._intraslice_blocks]
             intra = []
@@ -535,7 +576,7 @@ class MultisliceKernel:
         return MultisliceKernel(
             n_slices=len(slices), n_units=n_units, intraslice_knn=self.intraslice_knn,
             decay=self.decay, threshold=self.threshold, interslice_eps=self.interslice_eps,
-            intraslice_blocks=intra, interslice_blocks=blocks,
+            intraslice_blocks=intra, interslice_blocks=blocks, n_threads=self.n_threads,
         )
 
     def interpolate_from_slices(self, slices, values: np.ndarray) -> np.ndarray:
@@ -584,7 +625,7 @@ class MultisliceKernel:
             unit_values = np.ascontiguousarray(values[:, u0:u1].transpose(1, 0, 2))
             out[:, u0:u1] = np.matmul(weights, unit_values).transpose(1, 0, 2)
 
-        parallel_map(work, _chunks_of(self.n_units, 4 * 2 * self.n_slices * max(len(slices), 1)))
+        parallel_map(work, _chunks_of(self.n_units, 4 * 2 * self.n_slices * max(len(slices), 1)), self.n_threads)
         return out
 
     def to_sparse(self) -> sp.csr_matrix:
@@ -611,6 +652,7 @@ def multislice_kernel(
     decay: float = 5.0,
     threshold: float = KERNEL_THRESHOLD,
     store_blocks: bool | None = None,
+    n_threads: int = 1,
 ) -> MultisliceKernel:
     """Build the multislice kernel of a (normalised) trace.
 
@@ -621,25 +663,27 @@ def multislice_kernel(
         Keep both parts in memory (fast), or keep a reference to ``data`` and recompute them
         chunk by chunk whenever they are used (lean). None chooses lean when the interslice
         blocks would take more than 2 GB.
+    n_threads : int
+        Worker threads, for building the kernel and for its later operations.
     """
     data = np.ascontiguousarray(data, dtype=np.float32)
     n_slices, n_units, _ = data.shape
     if store_blocks is None:
         store_blocks = 4 * n_units * n_slices * n_slices <= _MAX_STORED_BLOCK_BYTES
     settings = dict(n_slices=n_slices, n_units=n_units, intraslice_knn=intraslice_knn,
-                    decay=decay, threshold=threshold)
+                    decay=decay, threshold=threshold, n_threads=n_threads)
     if not store_blocks:
         # lean: keep only the (slice-major) features; both parts are recomputed when used
-        eps = interslice_bandwidth(data, interslice_knn)
+        eps = interslice_bandwidth(data, interslice_knn, n_threads)
         return MultisliceKernel(**settings, interslice_eps=eps, features=data)
-    intra = intraslice_kernel(data, intraslice_knn, decay, threshold)
+    intra = intraslice_kernel(data, intraslice_knn, decay, threshold, n_threads)
     # one pass of distances serves the bandwidth and, turned into affinities in place, the blocks
     blocks = np.empty((n_units, n_slices, n_slices), dtype=np.float32)
-    eps = _mean_bandwidth(_median_kth_distance(data, interslice_knn, out_sq=blocks))
+    eps = _mean_bandwidth(_median_kth_distance(data, interslice_knn, out_sq=blocks, n_threads=n_threads))
 
     def to_affinity(bounds):
         u0, u1 = bounds
         _interslice_affinity(blocks[u0:u1], eps, threshold)
 
-    parallel_map(to_affinity, _chunks_of(n_units, 4 * n_slices * n_slices))
+    parallel_map(to_affinity, _chunks_of(n_units, 4 * n_slices * n_slices), n_threads)
     return MultisliceKernel(**settings, interslice_eps=eps, intraslice_blocks=intra, interslice_blocks=blocks)

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.utils import check_random_state
 
-from mphate.runtime import n_workers, parallel_map
+from mphate.runtime import parallel_map
 
 
 def spectral_features(
-    kernel, n_components: int, random_state=None, n_rounds: int = 2, degree: int = 6
+    kernel, n_components: int, rng: np.random.Generator, n_rounds: int = 2, degree: int = 6
 ) -> np.ndarray:
     """Diffusion-map coordinates of every point from the leading eigenvectors of the kernel.
 
@@ -29,8 +28,10 @@ def spectral_features(
 
     Parameters
     ----------
-    kernel : MultisliceKernel
+    kernel : Kernel (see :class:`mphate.embed.kernel.Kernel`)
     n_components : int
+    rng : numpy.random.Generator
+        Draws the random start block.
     n_rounds, degree : int
         ``1 + n_rounds * degree`` products with the kernel in all. Two rounds of degree 6
         gave the same neighbourhood preservation on a real trace as three of degree 4 (one
@@ -40,7 +41,6 @@ def spectral_features(
     -------
     ndarray, shape (N, n_components), float32
     """
-    rng = check_random_state(random_state)
     n = kernel.shape[0]
     n_components = min(n_components, n - 2)
     block = min(n, n_components + 1 + 10)
@@ -60,10 +60,9 @@ def spectral_features(
 
         kernel.matmat(source, scale=inv_sqrt_deg, out=target, epilogue=epilogue)
 
-    generator = np.random.default_rng(rng.randint(2**31 - 1))
     basis, applied, spare = buffers
     # any random start works; uniform draws cost a fraction of Gaussian ones
-    generator.random((n, block), dtype=np.float32, out=basis)
+    rng.random((n, block), dtype=np.float32, out=basis)
     basis -= np.float32(0.5)
     _orthonormalize(basis, out=basis, scratch=spare)
     kernel.matmat(basis, scale=inv_sqrt_deg, out=applied)
@@ -117,7 +116,7 @@ def effective_stride(stride, n_slices: int, n_units: int) -> int:
     return max(1, min(int(stride), n_slices // 2))
 
 
-def landmark_features(kernel, n_components: int, random_state=None, stride=1) -> np.ndarray:
+def landmark_features(kernel, n_components: int, rng: np.random.Generator, stride=1) -> np.ndarray:
     """Spectral coordinates of every point, for clustering points into landmarks.
 
     With ``stride`` 1, :func:`spectral_features` of the whole kernel. Otherwise the
@@ -134,7 +133,9 @@ def landmark_features(kernel, n_components: int, random_state=None, stride=1) ->
 
     Parameters
     ----------
-    kernel : MultisliceKernel
+    kernel : MultisliceKernel (a kernel with slices; any :class:`~mphate.embed.kernel.Kernel`
+        when ``stride`` is 1)
+    rng : numpy.random.Generator
     stride : int >= 1 or "auto", see :func:`effective_stride`
 
     Returns
@@ -142,12 +143,14 @@ def landmark_features(kernel, n_components: int, random_state=None, stride=1) ->
     ndarray, shape (N, n_components), float32
     """
     n_points = kernel.shape[0]
+    if stride == 1:
+        return spectral_features(kernel, n_components, rng)
     stride = effective_stride(stride, kernel.n_slices, kernel.n_units)
     if stride == 1:
-        return spectral_features(kernel, n_components, random_state=random_state)
+        return spectral_features(kernel, n_components, rng)
     slices = np.arange(0, kernel.n_slices, stride)
     sub = kernel.subsample_slices(slices)
-    coords = spectral_features(sub, n_components, random_state=random_state)
+    coords = spectral_features(sub, n_components, rng)
     del sub
     coords = coords.reshape(len(slices), kernel.n_units, -1)
     return kernel.interpolate_from_slices(slices, coords).reshape(n_points, -1)
@@ -233,7 +236,7 @@ def kmeans(points: np.ndarray, n_clusters: int, rng, n_iter: int = 10) -> np.nda
     ----------
     points : ndarray, shape (n, d), float32
     n_clusters : int, <= n
-    rng : numpy.random.RandomState
+    rng : numpy.random.Generator
 
     Returns
     -------
@@ -266,7 +269,8 @@ def kmeans(points: np.ndarray, n_clusters: int, rng, n_iter: int = 10) -> np.nda
     return labels
 
 
-def cluster_landmarks(features: np.ndarray, n_landmark: int, random_state=None) -> np.ndarray:
+def cluster_landmarks(features: np.ndarray, n_landmark: int, rng: np.random.Generator,
+                      n_threads: int = 1) -> np.ndarray:
     """Partition points into about ``n_landmark`` groups by two-level k-means.
 
     A flat k-means into thousands of clusters costs O(N * n_landmark) per iteration; splitting
@@ -276,12 +280,15 @@ def cluster_landmarks(features: np.ndarray, n_landmark: int, random_state=None) 
     Parameters
     ----------
     features : ndarray, shape (N, d)
+    n_landmark : int
+    rng : numpy.random.Generator
+    n_threads : int
+        The coarse groups are split into landmarks on this many threads.
 
     Returns
     -------
     labels : ndarray of int, shape (N,), every value in [0, n_groups) used, n_groups <= n_landmark
     """
-    rng = check_random_state(random_state)
     features = np.asarray(features, dtype=np.float32)
     n = features.shape[0]
     n_coarse = int(min(n_landmark, max(1, round(np.sqrt(n_landmark)))))
@@ -294,15 +301,15 @@ def cluster_landmarks(features: np.ndarray, n_landmark: int, random_state=None) 
     counts = _allocate(sizes, min(n_landmark, n))
     members_by_group = np.split(np.argsort(coarse_labels, kind="stable"), np.cumsum(sizes)[:-1])
     # one seed per group, drawn up front, so the result does not depend on thread timing
-    seeds = rng.randint(2**31 - 1, size=len(members_by_group))
+    group_rngs = rng.spawn(len(members_by_group))
 
     def split_group(group):
         members = members_by_group[group]
-        return kmeans(features[members], int(counts[group]), np.random.RandomState(seeds[group]))
+        return kmeans(features[members], int(counts[group]), group_rngs[group])
 
     # largest groups first keeps the threads evenly loaded
     order = np.argsort(-sizes, kind="stable")
-    fine_by_group = dict(zip(order, parallel_map(split_group, order)))
+    fine_by_group = dict(zip(order, parallel_map(split_group, order, n_threads)))
     labels = np.empty(n, dtype=np.int64)
     next_label = 0
     for group, members in enumerate(members_by_group):
@@ -338,7 +345,7 @@ class LandmarkOperator:
         return len(self.scale)
 
 
-def landmark_operator(kernel, labels: np.ndarray) -> LandmarkOperator:
+def landmark_operator(kernel, labels: np.ndarray, n_threads: int = 1) -> LandmarkOperator:
     """Build the landmark operator ``P_L = P_mn P_nm`` for a grouping of the points.
 
     With ``W = K M`` (M the point-to-group indicator), ``P_nm = D^-1 W`` (point -> landmark) and
@@ -362,7 +369,7 @@ def landmark_operator(kernel, labels: np.ndarray) -> LandmarkOperator:
         r0, r1 = bounds
         (halfway_t[r0:r1] @ halfway).toarray(out=symmetric[r0:r1])
 
-    parallel_map(rows_of_product, _balanced_ranges(halfway_t.indptr, 8 * n_workers()))
+    parallel_map(rows_of_product, _balanced_ranges(halfway_t.indptr, 8 * n_threads), n_threads)
     del halfway_t
     point_to_landmark = halfway
     point_to_landmark.data *= row_factor

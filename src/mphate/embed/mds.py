@@ -27,7 +27,7 @@ def pairwise_distances(points: np.ndarray, dtype=np.float64, center: bool = True
 
 
 def classical_mds_from_points(
-    points: np.ndarray, n_components: int, random_state=None, center: bool = True
+    points: np.ndarray, n_components: int, rng: np.random.Generator, center: bool = True
 ) -> np.ndarray:
     """Classical MDS of the Euclidean distances between rows of ``points``.
 
@@ -37,6 +37,9 @@ def classical_mds_from_points(
     Parameters
     ----------
     points : ndarray, shape (n, d)
+    n_components : int
+    rng : numpy.random.Generator
+        Seeds the randomized SVD.
     center : bool
         False when the caller already centred ``points`` (saves an n x d copy).
 
@@ -45,7 +48,9 @@ def classical_mds_from_points(
     ndarray, shape (n, n_components)
     """
     centred = points - points.mean(axis=0) if center else points
-    u, s, _ = randomized_svd(centred, n_components, n_iter=7, random_state=random_state)
+    # scikit-learn's randomized SVD takes a seed, not a Generator: draw one from ours
+    seed = int(rng.integers(2**31 - 1))
+    u, s, _ = randomized_svd(centred, n_components, n_iter=7, random_state=seed)
     return u * s
 
 
@@ -60,6 +65,7 @@ def smacof(
     init: np.ndarray,
     max_iter: int = 300,
     tol: float = 1e-3,
+    n_threads: int = 1,
 ) -> tuple[np.ndarray, int]:
     """Metric MDS by SMACOF (Guttman transform) with unit weights.
 
@@ -72,6 +78,10 @@ def smacof(
     ----------
     dissimilarities : ndarray, shape (n, n), symmetric, zero diagonal
     init : ndarray, shape (n, n_components)
+    max_iter : int
+    tol : float
+    n_threads : int
+        Threads of each sweep over the rows.
 
     Returns
     -------
@@ -83,7 +93,7 @@ def smacof(
     coords = np.array(init, dtype=np.float64)
     coords -= coords.mean(axis=0)
     # start at the scale that best fits the targets, so the first steps are not spent rescaling
-    cross, _ = _guttman_pass(delta, coords, scale_only=True)
+    cross, _ = _guttman_pass(delta, coords, n_threads, scale_only=True)
     denom = 2 * n * float((coords * coords).sum())  # sum_ij d_ij^2 for centred points
     if denom > 0 and cross > 0:
         coords *= cross / denom
@@ -92,7 +102,7 @@ def smacof(
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
         coords -= coords.mean(axis=0)
-        cross, updated = _guttman_pass(delta, coords)
+        cross, updated = _guttman_pass(delta, coords, n_threads)
         # raw stress = sum_ij (d - delta)^2 / 2; for centred points sum_ij d^2 = 2 n sum_i |x_i|^2
         dist_sq_sum = 2 * n * float((coords * coords).sum())
         raw_stress = (dist_sq_sum - 2 * cross + delta_sq_sum) / 2
@@ -103,7 +113,8 @@ def smacof(
     return coords, n_iter
 
 
-def _guttman_pass(delta: np.ndarray, coords: np.ndarray, scale_only: bool = False, chunk: int = 256):
+def _guttman_pass(delta: np.ndarray, coords: np.ndarray, n_threads: int, scale_only: bool = False,
+                  chunk: int = 256):
     """One sweep over the rows of ``delta``: the cross term ``sum_ij delta_ij d_ij`` and the
     Guttman transform ``B(X) X / n``, a block of rows at a time (on the worker threads) so the
     scratch stays small.
@@ -128,7 +139,7 @@ def _guttman_pass(delta: np.ndarray, coords: np.ndarray, scale_only: bool = Fals
             updated[start:stop] = (ratio_sums[:, None] * coords[start:stop] - dist @ points) / n
         return cross
 
-    cross = sum(parallel_map(sweep, range(0, n, chunk)))
+    cross = sum(parallel_map(sweep, range(0, n, chunk), n_threads))
     return cross, updated
 
 

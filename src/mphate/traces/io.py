@@ -12,8 +12,9 @@ import numpy as np
 from mphate.traces._npz import read_npz
 from mphate.traces.store import TraceStore, is_trace_store
 from mphate.traces.trace import Trace
+from mphate.traces.validation import check_trace_array
 
-__all__ = ["as_trace", "load_trace", "save_npz", "save_mat", "describe_format"]
+__all__ = ["as_trace", "as_trace_array", "load_trace", "save_npz", "save_mat", "describe_format"]
 
 _SCALAR_PREFIX = "scalar__"
 # per-slice values the reference's .mat files carry next to the trace
@@ -25,7 +26,7 @@ def as_trace(obj) -> Trace:
     of shape (n_slices, n_units, n_trace), or a path to a store / .npz / .npy / .mat file."""
     if isinstance(obj, Trace):
         return obj
-    if isinstance(obj, (str, Path)):
+    if isinstance(obj, (str, Path)) or hasattr(obj, "__fspath__"):
         return load_trace(obj)
     if hasattr(obj, "to_trace") and callable(obj.to_trace):
         return obj.to_trace()
@@ -35,6 +36,23 @@ def as_trace(obj) -> Trace:
         "expected a Trace, a trace store, a recorder, an array of shape "
         f"(n_slices, n_units, n_trace) or a path, got {type(obj).__name__}"
     )
+
+
+def as_trace_array(obj, *, name: str = "trace") -> np.ndarray:
+    """The checked activation array of anything :func:`as_trace` accepts.
+
+    The one reading path of the estimator and the metrics: a Trace, store, recorder or path is
+    read by :func:`as_trace`, an array is taken as it is, and the result passes
+    :func:`~mphate.traces.validation.check_trace_array` (float32/float64, shape
+    (n_slices, n_units, n_trace), finite).
+    """
+    if isinstance(obj, Trace):
+        data = obj.data
+    elif isinstance(obj, (str, Path)) or hasattr(obj, "__fspath__") or hasattr(obj, "to_trace"):
+        data = as_trace(obj).data
+    else:
+        data = obj  # array-like: check_trace_array names what is wrong with it
+    return check_trace_array(data, name=name)
 
 
 def describe_format(path) -> str:

@@ -1,0 +1,332 @@
+"""The M-PHATE pipeline: the stages in order, the state they hand on, and the caching rule.
+
+::
+
+    trace (n_slices, n_units, n_trace)
+      -> KernelStage          z-score, multislice kernel K                 (N, N) sparse
+      -> LandmarkStage        spectral coordinates, k-means landmarks,
+                              landmark operator P_L = P_mn P_nm           (L, L) dense
+      -> SpectrumStage        eigendecomposition of P_L's symmetric form  (L,), (L, L)
+      -> DiffusionTimeStage   von Neumann entropy, t (knee or fixed)      (t_max,), int
+      -> EmbeddingStage       potential of P_L^t, classical MDS, SMACOF,
+                              landmarks -> points                          (N, n_components)
+
+A flattened baseline swaps the first stage (:class:`mphate.embed.flat.FlatKernelStage`) and
+runs the same others.
+
+Caching rule (the one place it is stated): every stage has a **key**, its own parameters
+(plus the seed, for stages that draw random numbers, and the backend, for the dense
+stages) appended to the key of the stage before it; the first stage's key starts with a
+fingerprint of the trace. :func:`run_pipeline` skips a stage whose key equals the key its
+outputs were computed with, and reruns it and every stage after it otherwise. So, on refit
+with the same trace:
+
+==========================================================  ==============================
+parameter changed                                           stages rerun
+==========================================================  ==============================
+the trace, intraslice_knn, interslice_knn, decay, normalize  all
+n_landmark, n_svd, spectral_stride, random_state             landmarks onwards
+device                                                      spectrum onwards
+t, t_max                                                    diffusion time onwards
+gamma, n_components, mds, mds_max_iter, mds_tol             embedding
+n_jobs, verbose                                             none (resources, not inputs)
+==========================================================  ==============================
+
+Resources (threads, one random generator per stage, the backend, the log) come in a
+:class:`Resources` object, never from global state.
+"""
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mphate import runtime
+from mphate.embed import diffusion, kernel as kernel_mod, landmarks, mds
+from mphate.embed.backend import NUMPY, Backend
+from mphate.embed.normalize import zscore_units
+
+
+# ---------------------------------------------------------------------------------- plumbing
+class StageLog:
+    """Timed log lines on stderr, one per step; silent when ``verbose`` is 0."""
+
+    def __init__(self, verbose: int = 0):
+        self.verbose = verbose
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def step(self, name: str):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        if self.verbose >= 2:
+            print(f"[mphate] {name}...", file=sys.stderr, flush=True)
+        yield
+        runtime.release_free_memory()
+        elapsed = time.perf_counter() - start
+        self.timings[name] = elapsed
+        if self.verbose:
+            cpu = ""
+            if self.verbose >= 2:
+                peak = runtime.peak_memory_mb()
+                memory = "" if peak is None else f", peak RSS {peak:.0f} MB"
+                cpu = f" (cpu {time.process_time() - cpu_start:.2f} s{memory})"
+            print(f"[mphate] {name}: {elapsed:.2f} s{cpu}", file=sys.stderr, flush=True)
+
+    def note(self, message: str):
+        if self.verbose:
+            print(f"[mphate] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Resources:
+    """What stages may use, passed in explicitly.
+
+    Attributes
+    ----------
+    n_threads : int
+        Worker threads (and BLAS threads) for every stage.
+    rngs : dict of str -> numpy.random.Generator
+        One independent generator per stage name (:func:`mphate.runtime.stage_generators`).
+    backend : Backend
+        Array library of the dense stages.
+    log : StageLog
+    """
+
+    n_threads: int = 1
+    rngs: dict = field(default_factory=dict)
+    backend: Backend = NUMPY
+    log: StageLog = field(default_factory=StageLog)
+
+    def rng(self, stage_name: str) -> np.random.Generator:
+        return self.rngs[stage_name]
+
+
+@dataclass
+class PipelineState:
+    """Everything the stages hand on, and the key each output was computed with.
+
+    Attributes
+    ----------
+    data : ndarray, shape (n_slices, n_units, n_trace), or None
+        The checked trace; dropped once the kernel is built.
+    fingerprint : str
+        Digest of ``data`` (the first stage's key starts with it).
+    kernel : Kernel
+        (N, N) affinities.
+    operator : LandmarkOperator
+        ``labels`` (N,), ``point_to_landmark`` (N, L), ``scale`` (L,).
+    spectrum : SpectralDecomposition
+    entropy : ndarray, shape (t_max,)
+    t_candidates : list of int
+    t : int
+    landmark_embedding : ndarray, shape (L, n_components)
+    embedding : ndarray, shape (N, n_components), float64
+    keys : dict of str -> tuple
+        Stage name -> the key its outputs above were computed with.
+    """
+
+    data: np.ndarray | None = None
+    fingerprint: str = ""
+    kernel: object = None
+    operator: object = None
+    spectrum: object = None
+    entropy: np.ndarray | None = None
+    t_candidates: list = field(default_factory=list)
+    t: int | None = None
+    landmark_embedding: np.ndarray | None = None
+    embedding: np.ndarray | None = None
+    keys: dict = field(default_factory=dict)
+
+
+class Stage:
+    """One step of the pipeline: ``params`` in, outputs written to the state.
+
+    Subclasses set ``name``, ``random`` (draws random numbers: the seed joins the key) and
+    ``dense`` (runs on the backend: the backend joins the key), and implement :meth:`run`.
+    """
+
+    name = "stage"
+    random = False
+    dense = False
+
+    def __init__(self, **params):
+        self.params = params
+
+    def own_key(self, seed, backend: Backend) -> tuple:
+        key = (self.name, tuple(sorted((k, _hashable(v)) for k, v in self.params.items())))
+        if self.random:
+            key += (("seed", seed),)
+        if self.dense:
+            key += (("backend", str(backend)),)
+        return key
+
+    def run(self, state: PipelineState, res: Resources) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def run_pipeline(stages, state: PipelineState, res: Resources, seed=None) -> PipelineState:
+    """Run ``stages`` in order on ``state``, skipping those whose key is unchanged.
+
+    ``seed`` identifies the random state for the keys (:func:`mphate.runtime.seed_key`).
+    Once one stage reruns, every later stage reruns too.
+    """
+    stages = list(stages)
+    key: tuple = (state.fingerprint,)
+    stale = False
+    for stage in stages:
+        key = key + stage.own_key(seed, res.backend)
+        if not stale and state.keys.get(stage.name) == key:
+            res.log.note(f"{stage.name} unchanged: reusing it")
+            continue
+        if not stale:  # this stage and every later one: their outputs are about to be replaced
+            for later in stages[stages.index(stage):]:
+                state.keys.pop(later.name, None)
+        stale = True
+        with runtime.blas_threads(res.n_threads):
+            stage.run(state, res)
+        state.keys[stage.name] = key
+    for stage_name in list(state.keys):  # outputs of stages not in this pipeline are stale
+        if stage_name not in {stage.name for stage in stages}:
+            del state.keys[stage_name]
+    return state
+
+
+def fingerprint(data: np.ndarray) -> str:
+    """A digest of an array's shape, dtype and bytes."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(str((data.shape, data.dtype.str)).encode())
+    digest.update(np.ascontiguousarray(data).view(np.uint8).data)
+    return digest.hexdigest()
+
+
+def _hashable(value):
+    return value if isinstance(value, (int, float, str, bool, type(None), tuple)) else repr(value)
+
+
+# ---------------------------------------------------------------------------------- the stages
+class KernelStage(Stage):
+    """Z-score each (slice, unit) vector, then build the multislice kernel.
+
+    Params: ``intraslice_knn``, ``interslice_knn``, ``decay``, ``normalize``, ``store_blocks``
+    (see :func:`mphate.embed.kernel.multislice_kernel`). Drops ``state.data`` afterwards: a
+    float32 copy of a float16 or integer trace is no longer needed.
+    """
+
+    name = "kernel"
+
+    def run(self, state, res):
+        p = self.params
+        with res.log.step("kernel"):
+            features = zscore_units(state.data) if p["normalize"] else state.data.astype(np.float32)
+            state.kernel = kernel_mod.multislice_kernel(
+                features, intraslice_knn=p["intraslice_knn"], interslice_knn=p["interslice_knn"],
+                decay=p["decay"], store_blocks=p["store_blocks"], n_threads=res.n_threads,
+            )
+        state.data = None
+
+
+class LandmarkStage(Stage):
+    """Group the points into landmarks and build the landmark diffusion operator.
+
+    Params: ``n_landmark`` (None, or >= N: every point its own landmark), ``n_svd`` (spectral
+    coordinates clustered), ``stride`` (slice stride of the spectral step, an int; 1 for
+    kernels without slices).
+    """
+
+    name = "landmarks"
+    random = True
+
+    def run(self, state, res):
+        p, kernel = self.params, state.kernel
+        kernel.n_threads = res.n_threads  # a cached kernel works on this fit's threads
+        if p["n_landmark"] is None or kernel.shape[0] <= p["n_landmark"]:
+            with res.log.step("diffusion operator (all points)"):
+                state.operator = landmarks.exact_operator(kernel)
+            return
+        rng = res.rng(self.name)
+        with res.log.step("spectral coordinates"):
+            coords = landmarks.landmark_features(kernel, p["n_svd"], rng, stride=p["stride"])
+        with res.log.step("landmark clustering"):
+            labels = landmarks.cluster_landmarks(coords, p["n_landmark"], rng, n_threads=res.n_threads)
+            del coords
+        with res.log.step("landmark operator"):
+            state.operator = landmarks.landmark_operator(kernel, labels, n_threads=res.n_threads)
+
+
+class SpectrumStage(Stage):
+    """Eigendecompose the landmark operator (its symmetric conjugate, freed afterwards)."""
+
+    name = "spectrum"
+    dense = True
+
+    def run(self, state, res):
+        operator = state.operator
+        with res.log.step("eigendecomposition"):
+            state.spectrum = diffusion.SpectralDecomposition(operator.symmetric, operator.scale)
+            operator.symmetric = None  # the spectrum replaces it
+
+
+class DiffusionTimeStage(Stage):
+    """The von Neumann entropy of ``P^t`` for t = 1..t_max and the diffusion time.
+
+    Params: ``t`` ("auto" or a positive int), ``t_max``.
+    """
+
+    name = "diffusion time"
+
+    def run(self, state, res):
+        with res.log.step("diffusion time"):
+            state.entropy = diffusion.von_neumann_entropy(state.spectrum.eigenvalues, self.params["t_max"])
+            state.t_candidates = diffusion.t_candidates(state.entropy)
+        if self.params["t"] != "auto":
+            state.t = int(self.params["t"])
+            return
+        state.t = state.t_candidates[0]  # the best knee: what select_t returns
+        res.log.note(f"t = {state.t} (knee of the von Neumann entropy)")
+        if len(state.t_candidates) > 1:
+            warnings.warn(diffusion.ambiguous_knee_message(state.t_candidates),
+                          diffusion.AmbiguousKneeWarning, stacklevel=runtime.caller_stacklevel())
+
+
+class EmbeddingStage(Stage):
+    """Potential of ``P^t``, classical MDS, metric MDS (SMACOF), then landmarks to points.
+
+    Params: ``gamma``, ``n_components``, ``mds`` ("metric" or "classic"), ``mds_max_iter``,
+    ``mds_tol``.
+    """
+
+    name = "embedding"
+    random = True
+    dense = True
+
+    def run(self, state, res):
+        p, log = self.params, res.log
+        with log.step("potential"):
+            potential = diffusion.potential(state.spectrum.power(state.t), p["gamma"], inplace=True)
+            # centre once in place: distances and PCA ignore it, and no copy is needed
+            potential -= potential.mean(axis=0)
+        with log.step("classical MDS"):
+            init = mds.classical_mds_from_points(potential, p["n_components"], res.rng(self.name), center=False)
+        if p["mds"] == "metric":
+            with log.step("metric MDS"):
+                distances = mds.pairwise_distances(potential, dtype=np.float32, center=False)
+                del potential  # the largest array alive; SMACOF needs only distances
+                landmark_embedding, n_iter = mds.smacof(
+                    distances, init, max_iter=p["mds_max_iter"], tol=p["mds_tol"], n_threads=res.n_threads
+                )
+                log.note(f"SMACOF: {n_iter} iterations")
+        else:
+            landmark_embedding = init
+        state.landmark_embedding = landmark_embedding
+        with log.step("map landmarks to points"):
+            embedding = state.operator.point_to_landmark @ landmark_embedding.astype(np.float64)
+        state.embedding = np.asarray(embedding, dtype=np.float64)
+
+
+#: stage names in pipeline order (the generators of :class:`Resources` are keyed by them)
+STAGE_NAMES = ("kernel", "landmarks", "spectrum", "diffusion time", "embedding")
