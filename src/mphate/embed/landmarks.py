@@ -80,19 +80,27 @@ def spectral_features(
         basis, spare, applied = current, previous, following
         _orthonormalize(basis, out=basis, scratch=spare)
         kernel.matmat(basis, scale=inv_sqrt_deg, out=applied)
-        ritz_values, ritz_vectors = np.linalg.eigh(_symmetric_part(basis.T @ applied))
-        order = np.argsort(ritz_values)[::-1]
-        ritz_values, ritz_vectors = ritz_values[order], ritz_vectors[:, order].astype(np.float32)
-        np.matmul(basis, ritz_vectors, out=spare)
-        basis, spare = spare, basis
-        np.matmul(applied, ritz_vectors, out=spare)
-        applied, spare = spare, applied
+        ritz_values, basis, applied, spare = _rotate_to_ritz_vectors(basis, applied, spare)
         cutoff = float(np.clip(ritz_values[-1], 0.0, 0.999))
     del applied, spare, buffers
     keep = slice(1, n_components + 1)  # drop the trivial (constant) eigenvector
     coords = basis[:, keep] * inv_sqrt_deg[:, None]
     coords *= np.abs(ritz_values[keep]).astype(np.float32)
     return coords
+
+
+def _rotate_to_ritz_vectors(basis, applied, spare):
+    """Rotate an orthonormal block ``basis`` (n, b) and ``applied = A basis`` onto the Ritz
+    vectors of ``A`` in that subspace, largest Ritz value first; returns the Ritz values and
+    the three buffers in their new roles (basis, applied, spare)."""
+    ritz_values, ritz_vectors = np.linalg.eigh(_symmetric_part(basis.T @ applied))
+    order = np.argsort(ritz_values)[::-1]
+    ritz_values, ritz_vectors = ritz_values[order], ritz_vectors[:, order].astype(np.float32)
+    np.matmul(basis, ritz_vectors, out=spare)
+    basis, spare = spare, basis
+    np.matmul(applied, ritz_vectors, out=spare)
+    applied, spare = spare, applied
+    return ritz_values, basis, applied, spare
 
 
 #: spectral coordinates on the whole graph below this many points

@@ -149,6 +149,8 @@ def scatter(
     title: str | None = None,
     shuffle: bool | None = None,
     random_state: int = 0,
+    vmin: float | None = None,
+    vmax: float | None = None,
     **scatter_kws,
 ):
     """Scatter an embedding coloured by any per-point array.
@@ -181,6 +183,9 @@ def scatter(
         categorical colourings, False otherwise (later slices drawn on top).
     random_state : int
         Seed of the drawing order.
+    vmin, vmax : float, optional
+        Ends of a continuous colour scale (default: the values' range); give the same to
+        several panels to share one scale.
     **scatter_kws
         Passed to ``Axes.scatter``.
 
@@ -193,27 +198,10 @@ def scatter(
     if n_dims > 3:
         raise ValueError(f"can only draw 2 or 3 columns; the embedding has {n_dims}")
     col = _as_coloring(c, n_points, kind, categories, label)
-
-    if ax is None:
-        fig = _new_figure((5.2, 4.2), for_saving=False)
-        ax = fig.add_subplot(projection="3d" if n_dims == 3 else None)
-    elif n_dims == 3 and not _is_3d(ax):
-        raise ValueError(
-            "a 3-column embedding needs a 3-D axes (projection='3d'); pass embedding[:, :2] "
-            "to draw the first two components"
-        )
-    elif n_dims == 2 and _is_3d(ax):
-        raise ValueError(
-            "3-D axes given but the embedding has 2 columns; embed with n_components=3 for a 3-D view"
-        )
-    fig = ax.figure
-
-    order = np.arange(n_points)
+    ax = _axes_for(ax, n_dims)
     if shuffle is None:
         shuffle = col is not None and col.kind == CATEGORICAL
-    if shuffle:
-        order = np.random.default_rng(random_state).permutation(n_points)
-
+    order = np.random.default_rng(random_state).permutation(n_points) if shuffle else np.arange(n_points)
     kws = dict(
         s=default_point_size(n_points) if s is None else s,
         alpha=default_alpha(n_points) if alpha is None else alpha,
@@ -222,7 +210,6 @@ def scatter(
     )
     kws.update(scatter_kws)
     coords = [emb[order, d] for d in range(n_dims)]
-
     if col is None:
         ax.scatter(*coords, color="0.25", **kws)
     elif col.kind == CATEGORICAL:
@@ -231,24 +218,46 @@ def scatter(
         if legend:
             _category_legend(ax, palette, col, present=np.unique(col.values))
     else:
-        values = col.values[order]
-        finite = np.isfinite(values)
-        mappable = ax.scatter(
-            *coords, c=values, cmap=cmap or CONTINUOUS_CMAP,
-            vmin=np.nanmin(values) if finite.any() else None,
-            vmax=np.nanmax(values) if finite.any() else None,
-            plotnonfinite=True, **kws,
-        )
-        if colorbar:
-            # a 3-D axes draws its z label outside the axes box: leave it room
-            cb = fig.colorbar(mappable, ax=ax, shrink=0.8, pad=0.1 if n_dims == 3 else 0.02, aspect=30)
-            cb.set_label(col.label)
-            cb.outline.set_visible(False)
-            cb.solids.set_alpha(1.0)  # the bar shows the map, not the points' transparency
+        _continuous_points(ax, coords, col.values[order], col.label, cmap, kws, colorbar, vmin, vmax)
     style_axes(ax, n_dims)
     if title:
         ax.set_title(title)
     return ax
+
+
+def _axes_for(ax, n_dims: int):
+    """``ax``, or a new figure's axes, checked to match a 2- or 3-column embedding."""
+    if ax is None:
+        fig = _new_figure((5.2, 4.2), for_saving=False)
+        return fig.add_subplot(projection="3d" if n_dims == 3 else None)
+    if n_dims == 3 and not _is_3d(ax):
+        raise ValueError(
+            "a 3-column embedding needs a 3-D axes (projection='3d'); pass embedding[:, :2] "
+            "to draw the first two components"
+        )
+    if n_dims == 2 and _is_3d(ax):
+        raise ValueError(
+            "3-D axes given but the embedding has 2 columns; embed with n_components=3 for a 3-D view"
+        )
+    return ax
+
+
+def _continuous_points(ax, coords, values, label, cmap, kws, colorbar, vmin=None, vmax=None):
+    """Points coloured on a colour map, NaN drawn grey; the scale is the values' range unless
+    ``vmin``/``vmax`` fix it (shared scales across panels)."""
+    finite = np.isfinite(values)
+    if vmin is None and finite.any():
+        vmin = np.nanmin(values)
+    if vmax is None and finite.any():
+        vmax = np.nanmax(values)
+    mappable = ax.scatter(*coords, c=values, cmap=cmap or CONTINUOUS_CMAP, vmin=vmin, vmax=vmax,
+                          plotnonfinite=True, **kws)
+    if colorbar:
+        # a 3-D axes draws its z label outside the axes box: leave it room
+        cb = ax.figure.colorbar(mappable, ax=ax, shrink=0.8, pad=0.1 if len(coords) == 3 else 0.02, aspect=30)
+        cb.set_label(label)
+        cb.outline.set_visible(False)
+        cb.solids.set_alpha(1.0)  # the bar shows the map, not the points' transparency
 
 
 def _category_legend(ax, palette, col: Coloring, present) -> None:

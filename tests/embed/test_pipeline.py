@@ -1,0 +1,172 @@
+"""The pipeline's caching rule, its explicit resources, and the kernel protocol."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mphate import runtime
+from mphate.embed import pipeline
+from mphate.embed.estimator import MPHATE
+from mphate.embed.flat import SparseKernel, alpha_decay_kernel, knn
+from mphate.embed.kernel import Kernel, multislice_kernel
+from mphate.traces.synthetic import make_trace
+
+
+@pytest.fixture(scope="module")
+def trace():
+    return make_trace(n_slices=30, n_units=24, n_trace=12, random_state=0)
+
+
+def _fitted(trace, **params):
+    est = MPHATE(**{**dict(interslice_knn=5, n_landmark=300, random_state=0), **params})
+    return est.fit(trace.data)
+
+
+# which log steps each stage writes (the landmark stage's three steps on this trace)
+STEPS = {
+    "kernel": {"kernel"},
+    "landmarks": {"spectral coordinates", "landmark clustering", "landmark operator"},
+    "spectrum": {"eigendecomposition"},
+    "diffusion time": {"diffusion time"},
+    "embedding": {"potential", "classical MDS", "metric MDS", "map landmarks to points"},
+}
+ORDER = list(STEPS)
+
+
+@pytest.mark.parametrize("param,value,first_rerun", [
+    ("decay", 7.0, "kernel"),
+    ("interslice_knn", 6, "kernel"),
+    ("normalize", False, "kernel"),
+    ("n_landmark", 250, "landmarks"),
+    ("n_svd", 50, "landmarks"),
+    ("random_state", 1, "landmarks"),
+    ("t", 12, "diffusion time"),
+    ("t_max", 50, "diffusion time"),
+    ("gamma", 0.5, "embedding"),
+    ("n_components", 3, "embedding"),
+    ("mds", "classic", "embedding"),
+    ("n_jobs", 2, None),
+    ("verbose", 0, None),
+])
+def test_a_refit_reruns_the_stage_a_parameter_feeds_and_everything_after(trace, param, value, first_rerun):
+    est = _fitted(trace)
+    before = est.embedding_.copy()
+    est.set_params(**{param: value}).fit(trace.data)
+    ran = set(est.timings_)
+    expected = set().union(*(STEPS[s] for s in ORDER[ORDER.index(first_rerun):])) if first_rerun else set()
+    if param == "mds":
+        expected -= {"metric MDS"}
+    assert ran == expected
+    if first_rerun is None:
+        np.testing.assert_array_equal(est.embedding_, before)  # nothing recomputed, same answer
+
+
+def test_a_new_trace_reruns_everything_and_the_refit_equals_a_fresh_fit(trace):
+    est = _fitted(trace)
+    other = make_trace(n_slices=30, n_units=24, n_trace=12, random_state=1)
+    est.fit(other.data)
+    assert set(est.timings_) == set().union(*STEPS.values())
+    np.testing.assert_array_equal(est.embedding_, _fitted(other).embedding_)
+
+
+def test_a_refit_that_reuses_the_landmarks_gives_a_fresh_fits_picture(trace):
+    # each stage draws from its own generator, so reusing the cached stages does not shift
+    # the random numbers of the later ones
+    est = _fitted(trace, t=10)
+    est.set_params(t=20).fit(trace.data)
+    np.testing.assert_array_equal(est.embedding_, _fitted(trace, t=20).embedding_)
+
+
+def test_a_failed_stage_leaves_no_stale_cache(trace, monkeypatch):
+    est = _fitted(trace)
+
+    def broken(self, state, res):
+        raise RuntimeError("out of memory, say")
+
+    monkeypatch.setattr(pipeline.SpectrumStage, "run", broken)
+    with pytest.raises(RuntimeError):
+        est.set_params(n_landmark=250).fit(trace.data)
+    monkeypatch.undo()
+    est.fit(trace.data)
+    assert "eigendecomposition" in est.timings_ and "spectral coordinates" not in est.timings_
+    np.testing.assert_array_equal(est.embedding_, _fitted(trace, n_landmark=250).embedding_)
+
+
+def test_stage_generators_are_reproducible_independent_and_checked():
+    a = runtime.stage_generators(3, pipeline.STAGE_NAMES)
+    b = runtime.stage_generators(3, pipeline.STAGE_NAMES)
+    draws = {name: a[name].random(4) for name in a}
+    for name in b:
+        np.testing.assert_array_equal(b[name].random(4), draws[name])
+    assert len({tuple(v) for v in draws.values()}) == len(draws)  # one stream per stage
+    assert not np.array_equal(runtime.stage_generators(4, ["x"])["x"].random(4), draws["kernel"])
+    legacy = runtime.stage_generators(np.random.RandomState(0), ["x"])["x"]
+    assert isinstance(legacy, np.random.Generator)
+    for bad in (-1, 1.5, "seed", True):
+        with pytest.raises(ValueError, match="random_state"):
+            runtime.stage_generators(bad, ["x"])
+    with pytest.raises(ValueError, match="random_state"):
+        MPHATE(random_state=-3).fit(np.zeros((3, 4, 5)))
+
+
+def test_a_generator_as_random_state_is_accepted_and_reproducible(trace):
+    one = MPHATE(interslice_knn=5, n_landmark=300, random_state=np.random.default_rng(7)).fit_transform(trace.data)
+    two = MPHATE(interslice_knn=5, n_landmark=300, random_state=np.random.default_rng(7)).fit_transform(trace.data)
+    np.testing.assert_array_equal(one, two)
+
+
+def test_threads_change_the_work_split_not_the_picture(trace):
+    one = _fitted(trace, n_jobs=1).embedding_
+    two = _fitted(trace, n_jobs=2).embedding_
+    np.testing.assert_allclose(two, one, atol=1e-5 * np.abs(one).max())
+
+
+def test_parallel_map_uses_the_threads_it_is_given():
+    import threading
+
+    seen = set()
+
+    def record(item):
+        seen.add(threading.current_thread().name)
+        return item * 2
+
+    assert runtime.parallel_map(record, range(50), n_threads=1) == [2 * i for i in range(50)]
+    assert seen == {threading.current_thread().name}
+    seen.clear()
+    assert runtime.parallel_map(lambda i: (record(i), __import__("time").sleep(0.001))[0], range(50), 3) \
+        == [2 * i for i in range(50)]
+    assert all(name.startswith("mphate") for name in seen)
+
+
+def test_both_kernels_follow_the_kernel_protocol_and_agree_on_the_same_matrix(trace):
+    from mphate.embed.normalize import zscore_units
+
+    structured = multislice_kernel(zscore_units(trace.data), interslice_knn=5)
+    plain = SparseKernel(structured.to_sparse())
+    assert isinstance(structured, Kernel) and isinstance(plain, Kernel)
+    vectors = np.random.default_rng(0).standard_normal((structured.shape[0], 3))
+    np.testing.assert_allclose(plain.matmat(vectors), structured.matmat(vectors), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(plain.degrees(), structured.degrees(), rtol=1e-5)
+    labels = np.arange(structured.shape[0]) % 17
+    np.testing.assert_allclose(plain.aggregate(labels, 17).toarray(),
+                               structured.aggregate(labels, 17).toarray(), rtol=1e-4, atol=1e-6)
+
+
+def test_flattened_phate_runs_the_same_stages_after_its_own_kernel():
+    rows = np.random.default_rng(0).standard_normal((400, 6))
+    from mphate.embed.flat import phate_flattened
+
+    emb = phate_flattened(rows, n_landmark=100, random_state=0)
+    assert emb.shape == (400, 2) and np.isfinite(emb).all()
+    np.testing.assert_array_equal(emb, phate_flattened(rows, n_landmark=100, random_state=0))
+    dist, idx = knn(rows, 30)
+    assert isinstance(SparseKernel(alpha_decay_kernel(dist, idx)), Kernel)
+
+
+def test_unknown_device_and_missing_accelerator_are_clear_errors(trace):
+    with pytest.raises(ValueError, match="device must be one of"):
+        MPHATE(device="tpu").fit(trace.data)
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            MPHATE(device="cuda").fit(trace.data)
