@@ -4,63 +4,98 @@ The sparse stages (kernel, spectral coordinates, landmark clustering, landmark o
 on NumPy/SciPy, whose sparse kernels have no equal on the CPU. The dense stages that follow
 (eigendecomposition, the power ``P^t``, the potential, distances, SMACOF) work on
 ``n_landmark x n_landmark`` arrays and are the part a GPU speeds up. They reach their array
-library only through a :class:`Backend`, which :func:`get_backend` picks from the
-estimator's ``device`` parameter: NumPy for ``"cpu"``, PyTorch (an optional extra) for
-``"cuda"``, ``"mps"`` or ``"torch"`` (PyTorch on the CPU, how CI checks the torch path).
+library only through a backend, which :func:`get_backend` picks once from the estimator's
+``device`` parameter: :class:`NumpyBackend` for ``"cpu"``, :class:`TorchBackend` (PyTorch, an
+optional extra) for ``"cuda"``, ``"mps"`` or ``"torch"`` (PyTorch on the CPU, how CI checks
+the torch path). The stages call the backend's operations and never branch on it.
 
-A backend converts at the boundary only: :meth:`Backend.asarray` in, :meth:`Backend.to_numpy`
-out; everything between stays on the device.
+Every backend offers the same five operations; arrays between them stay on the device, and
+:meth:`to_numpy` brings a result home.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
+
+from mphate.embed import diffusion, mds
 
 DEVICES = ("cpu", "torch", "cuda", "mps")
 
 
-@dataclass(frozen=True)
-class Backend:
-    """An array library and the device its arrays live on.
+class NumpyBackend:
+    """NumPy/SciPy on the CPU (the default)."""
 
-    Attributes
-    ----------
-    name : {"numpy", "torch"}
-    device : str
-        ``"cpu"`` for NumPy; a torch device string (``"cpu"``, ``"cuda"``, ``"cuda:1"``,
-        ``"mps"``) for torch.
-    """
+    name = "numpy"
+    device = "cpu"
 
-    name: str
-    device: str = "cpu"
+    def spectral_decomposition(self, symmetric: np.ndarray, scale: np.ndarray):
+        """Eigendecomposition of ``C^-1/2 S C^1/2`` from ``S`` (L, L) and ``C`` (L,).
 
-    @property
-    def is_numpy(self) -> bool:
-        return self.name == "numpy"
+        Returns an object with ``eigenvalues`` (L,) (NumPy, descending) and ``power(t)``.
+        """
+        return diffusion.SpectralDecomposition(symmetric, scale)
 
-    def asarray(self, array, dtype=None):
-        """``array`` as this backend's array on its device (no copy when already there)."""
-        if self.is_numpy:
-            return np.asarray(array, dtype=dtype)
-        torch = _torch()
-        tensor = torch.as_tensor(array, device=self.device)
-        return tensor if dtype is None else tensor.to(_torch_dtype(dtype))
+    def potential(self, transition, gamma: float):
+        """The potential of ``P^t`` (L, L), overwriting it where it can."""
+        return diffusion.potential(transition, gamma, inplace=True)
+
+    def center_columns(self, points):
+        points -= points.mean(axis=0)
+        return points
+
+    def pairwise_distances(self, points):
+        """Euclidean distances between the rows of centred ``points`` (L, d): (L, L) float32."""
+        return mds.pairwise_distances(points, dtype=np.float32, center=False)
+
+    def smacof(self, distances, init: np.ndarray, *, max_iter: int, tol: float, n_threads: int):
+        """Metric MDS from ``init`` (L, n_components): (embedding as NumPy float64, iterations)."""
+        return mds.smacof(distances, init, max_iter=max_iter, tol=tol, n_threads=n_threads)
 
     def to_numpy(self, array) -> np.ndarray:
-        """``array`` as a NumPy array on the host."""
-        if self.is_numpy or isinstance(array, np.ndarray):
-            return np.asarray(array)
+        return np.asarray(array)
+
+    def __str__(self) -> str:
+        return "numpy"
+
+
+class TorchBackend:
+    """PyTorch on one device (CPU, CUDA or MPS); see :mod:`mphate.embed.torch_dense`."""
+
+    name = "torch"
+
+    def __init__(self, device: str):
+        from mphate.embed import torch_dense
+
+        self.device = device
+        self._ops = torch_dense
+
+    def spectral_decomposition(self, symmetric, scale):
+        return self._ops.TorchSpectralDecomposition(symmetric, scale, self.device)
+
+    def potential(self, transition, gamma: float):
+        return self._ops.potential(transition, gamma)
+
+    def center_columns(self, points):
+        return points - points.mean(dim=0)
+
+    def pairwise_distances(self, points):
+        return self._ops.pairwise_distances(points)
+
+    def smacof(self, distances, init, *, max_iter: int, tol: float, n_threads: int):
+        return self._ops.smacof(distances, init, max_iter=max_iter, tol=tol)
+
+    def to_numpy(self, array) -> np.ndarray:
+        if isinstance(array, np.ndarray):
+            return array
         return array.detach().cpu().numpy()
 
     def __str__(self) -> str:
-        return "numpy" if self.is_numpy else f"torch:{self.device}"
+        return f"torch:{self.device}"
 
 
-NUMPY = Backend("numpy")
+NUMPY = NumpyBackend()
 
 
-def get_backend(device) -> Backend:
+def get_backend(device):
     """The backend for an estimator's ``device`` parameter.
 
     ``"cpu"`` (or None) is NumPy; ``"torch"`` is PyTorch on the CPU; ``"cuda"``, ``"cuda:N"``
@@ -71,21 +106,12 @@ def get_backend(device) -> Backend:
         return NUMPY
     if not isinstance(device, str) or device.split(":")[0] not in DEVICES:
         raise ValueError(f"device must be one of {', '.join(map(repr, DEVICES))} (or 'cuda:N'); got {device!r}")
-    torch = _torch()
+    from mphate.optional import require
+
+    torch = require("torch", f"MPHATE(device={device!r})")
     torch_device = "cpu" if device == "torch" else device
     if torch_device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={device!r}, but PyTorch sees no CUDA device here; use device='cpu'")
     if torch_device == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise ValueError("device='mps', but PyTorch sees no Apple GPU here; use device='cpu'")
-    return Backend("torch", torch_device)
-
-
-def _torch():
-    from mphate.optional import require
-
-    return require("torch", "MPHATE(device=...) other than 'cpu'")
-
-
-def _torch_dtype(dtype):
-    torch = _torch()
-    return {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}[np.dtype(dtype)]
+    return TorchBackend(torch_device)

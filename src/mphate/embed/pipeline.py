@@ -48,7 +48,7 @@ import numpy as np
 
 from mphate import runtime
 from mphate.embed import diffusion, kernel as kernel_mod, landmarks, mds
-from mphate.embed.backend import NUMPY, Backend
+from mphate.embed.backend import NUMPY, NumpyBackend
 from mphate.embed.normalize import zscore_units
 
 
@@ -92,14 +92,14 @@ class Resources:
         Worker threads (and BLAS threads) for every stage.
     rngs : dict of str -> numpy.random.Generator
         One independent generator per stage name (:func:`mphate.runtime.stage_generators`).
-    backend : Backend
-        Array library of the dense stages.
+    backend : NumpyBackend or TorchBackend
+        Array library of the dense stages (:mod:`mphate.embed.backend`).
     log : StageLog
     """
 
     n_threads: int = 1
     rngs: dict = field(default_factory=dict)
-    backend: Backend = NUMPY
+    backend: NumpyBackend = NUMPY
     log: StageLog = field(default_factory=StageLog)
 
     def rng(self, stage_name: str) -> np.random.Generator:
@@ -157,7 +157,7 @@ class Stage:
     def __init__(self, **params):
         self.params = params
 
-    def own_key(self, seed, backend: Backend) -> tuple:
+    def own_key(self, seed, backend) -> tuple:
         key = (self.name, tuple(sorted((k, _hashable(v)) for k, v in self.params.items())))
         if self.random:
             key += (("seed", seed),)
@@ -267,8 +267,12 @@ class SpectrumStage(Stage):
     def run(self, state, res):
         operator = state.operator
         with res.log.step("eigendecomposition"):
-            state.spectrum = diffusion.SpectralDecomposition(operator.symmetric, operator.scale)
-            operator.symmetric = None  # the spectrum replaces it
+            symmetric = operator.symmetric
+            if symmetric is None:  # freed after an earlier fit (on another device): rebuild it
+                symmetric = state.spectrum.symmetric()
+            state.spectrum = None
+            state.spectrum = res.backend.spectral_decomposition(symmetric, operator.scale)
+            operator.symmetric = symmetric = None  # the spectrum replaces it
 
 
 class DiffusionTimeStage(Stage):
@@ -305,18 +309,20 @@ class EmbeddingStage(Stage):
     dense = True
 
     def run(self, state, res):
-        p, log = self.params, res.log
+        p, log, backend = self.params, res.log, res.backend
         with log.step("potential"):
-            potential = diffusion.potential(state.spectrum.power(state.t), p["gamma"], inplace=True)
-            # centre once in place: distances and PCA ignore it, and no copy is needed
-            potential -= potential.mean(axis=0)
+            potential = backend.potential(state.spectrum.power(state.t), p["gamma"])
+            # centre once: distances and PCA ignore it, and later steps need no copy
+            potential = backend.center_columns(potential)
         with log.step("classical MDS"):
-            init = mds.classical_mds_from_points(potential, p["n_components"], res.rng(self.name), center=False)
+            # on the host for every backend: a small randomized SVD, and the one start both share
+            init = mds.classical_mds_from_points(backend.to_numpy(potential), p["n_components"],
+                                                 res.rng(self.name), center=False)
         if p["mds"] == "metric":
             with log.step("metric MDS"):
-                distances = mds.pairwise_distances(potential, dtype=np.float32, center=False)
+                distances = backend.pairwise_distances(potential)
                 del potential  # the largest array alive; SMACOF needs only distances
-                landmark_embedding, n_iter = mds.smacof(
+                landmark_embedding, n_iter = backend.smacof(
                     distances, init, max_iter=p["mds_max_iter"], tol=p["mds_tol"], n_threads=res.n_threads
                 )
                 log.note(f"SMACOF: {n_iter} iterations")

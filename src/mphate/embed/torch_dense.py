@@ -1,0 +1,125 @@
+"""The dense stages in PyTorch, for :class:`mphate.embed.backend.TorchBackend`.
+
+Each function mirrors its NumPy twin in :mod:`mphate.embed.diffusion` or :mod:`mphate.embed.mds`
+step for step (same precisions, same stopping rule), so the two backends give the same
+picture up to rounding; ``tests/embed/test_backend.py`` checks it on a real trace.
+Imported only when a torch device is asked for.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from mphate.embed.diffusion import SINGLE_PRECISION_FROM
+from mphate.optional import require
+
+torch = require("torch", "MPHATE(device=...) other than 'cpu'")
+
+
+class TorchSpectralDecomposition:
+    """Eigendecomposition of a diffusion operator given by its symmetric conjugate, on a device.
+
+    Attributes
+    ----------
+    eigenvalues : ndarray, shape (L,), descending, clipped to [-1, 1], float64 (on the host:
+        the entropy curve needs only them)
+    eigenvectors : torch.Tensor, shape (L, L), float32 from ``SINGLE_PRECISION_FROM`` landmarks
+    scale : torch.Tensor, shape (L,), float64
+    """
+
+    def __init__(self, symmetric: np.ndarray, scale: np.ndarray, device: str):
+        n = symmetric.shape[0]
+        dtype = torch.float32 if n >= SINGLE_PRECISION_FROM else torch.float64
+        matrix = torch.as_tensor(np.asarray(symmetric), device=device).to(dtype)
+        # eigh reads one triangle; rounding may leave the other a hair off
+        eigenvalues, eigenvectors = torch.linalg.eigh(matrix)
+        del matrix
+        self.eigenvalues = np.clip(eigenvalues.flip(0).double().cpu().numpy(), -1.0, 1.0)
+        self.eigenvectors = eigenvectors.flip(1)
+        self.scale = torch.as_tensor(np.asarray(scale, dtype=np.float64), device=device)
+
+    def symmetric(self) -> np.ndarray:
+        """The decomposed symmetric matrix again, ``V diag(l) V^T``, shape (L, L), on the host."""
+        vectors = self.eigenvectors
+        lam = torch.as_tensor(self.eigenvalues, device=vectors.device, dtype=vectors.dtype)
+        return ((vectors * lam) @ vectors.T).cpu().numpy()
+
+    def power(self, t: int, tol: float = 1e-12):
+        """``P^t`` as a dense row-stochastic tensor, shape (L, L)."""
+        lam = torch.as_tensor(self.eigenvalues, device=self.scale.device)
+        powered = lam**t
+        keep = powered.abs() > tol * powered.abs().max()
+        vectors = self.eigenvectors if bool(keep.all()) else self.eigenvectors[:, keep]
+        dtype = vectors.dtype
+        sqrt_scale = self.scale.sqrt()
+        left = ((vectors.double() * powered[keep]) / sqrt_scale[:, None]).to(dtype)
+        right = (vectors.double().T * sqrt_scale[None, :]).to(dtype)
+        result = left @ right
+        del left, right
+        result.clamp_(min=0.0)
+        result /= result.sum(dim=1, keepdim=True)
+        return result
+
+
+def potential(transition, gamma: float):
+    """:func:`mphate.embed.diffusion.potential` on a tensor (in place for the default gamma 0)."""
+    if gamma == 1:
+        return -torch.log(transition + 1e-7)
+    if gamma == 0:
+        return transition.sqrt_().mul_(2)
+    exponent = (1 - gamma) / 2
+    return (2 / (1 - gamma)) * transition.pow(exponent)
+
+
+def pairwise_distances(points):
+    """Euclidean distances between rows of centred ``points`` (L, d): (L, L) float32, zero diagonal."""
+    points = points.to(torch.float32)
+    sq = (points * points).sum(dim=1)
+    dist = points @ points.T
+    dist.mul_(-2.0).add_(sq[:, None]).add_(sq[None, :])
+    dist.clamp_(min=0.0).sqrt_()
+    dist.fill_diagonal_(0.0)
+    return dist
+
+
+def smacof(dissimilarities, init: np.ndarray, *, max_iter: int = 300, tol: float = 1e-3):
+    """:func:`mphate.embed.mds.smacof` on a device: same start scaling, Guttman transform and
+    stopping rule; returns (embedding as NumPy float64 (L, n_components), iterations)."""
+    delta = dissimilarities.to(torch.float32)
+    n = delta.shape[0]
+    coords = torch.as_tensor(np.asarray(init, dtype=np.float64), device=delta.device)
+    coords = coords - coords.mean(dim=0)
+    cross, _ = _guttman(delta, coords, scale_only=True)
+    denom = 2 * n * float((coords * coords).sum())
+    if denom > 0 and cross > 0:
+        coords = coords * (cross / denom)
+    delta_sq_sum = float((delta.double() * delta.double()).sum())
+    previous = math.inf
+    n_iter = 0
+    for n_iter in range(1, max_iter + 1):
+        coords = coords - coords.mean(dim=0)
+        cross, updated = _guttman(delta, coords)
+        dist_sq_sum = 2 * n * float((coords * coords).sum())
+        raw_stress = (dist_sq_sum - 2 * cross + delta_sq_sum) / 2
+        coords = updated
+        if math.isfinite(previous) and previous - raw_stress <= tol * previous:
+            break
+        previous = raw_stress
+    return coords.cpu().numpy(), n_iter
+
+
+def _guttman(delta, coords, scale_only: bool = False):
+    """The cross term ``sum_ij delta_ij d_ij`` and the Guttman transform ``B(X) X / n``."""
+    n = delta.shape[0]
+    points = coords.to(torch.float32)
+    dist = pairwise_distances(points)
+    cross = float((delta.double() * dist.double()).sum())
+    if scale_only:
+        return cross, None
+    # delta / d, with coincident points (and the diagonal) pulling nothing
+    ratio = torch.where(dist > 0, delta / dist.clamp(min=torch.finfo(torch.float32).tiny), torch.zeros_like(dist))
+    del dist
+    ratio_sums = ratio.sum(dim=1, dtype=torch.float64)
+    updated = (ratio_sums[:, None] * coords - (ratio @ points).double()) / n
+    return cross, updated
