@@ -91,7 +91,7 @@ STAGE_GROUPS = {  # both logs grouped into the same four stages (+ the rest)
                    "diffusion operator (all points)"]},
     "t selection + potential": {
         "reference": ["optimal t", "diffusion potential"],
-        "mphate": ["eigendecomposition", "diffusion time and potential"]},
+        "mphate": ["eigendecomposition", "diffusion time", "potential"]},
     "MDS (classical + metric)": {
         "reference": ["classical MDS", "metric MDS"],
         "mphate": ["classical MDS", "metric MDS"]},
