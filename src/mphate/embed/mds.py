@@ -89,20 +89,31 @@ def smacof(
     n_iter : int
     """
     delta = np.asarray(dissimilarities, dtype=np.float32)
-    n = delta.shape[0]
     coords = np.array(init, dtype=np.float64)
     coords -= coords.mean(axis=0)
+    return guttman_iterations(lambda x, scale_only=False: _guttman_pass(delta, x, n_threads, scale_only),
+                              coords, n=delta.shape[0], delta_sq_sum=float(np.vdot(delta, delta)),
+                              max_iter=max_iter, tol=tol)
+
+
+def guttman_iterations(guttman, coords, *, n: int, delta_sq_sum: float, max_iter: int, tol: float):
+    """SMACOF's loop, for any array library: scale the start, iterate, stop on the stress.
+
+    ``guttman(coords, scale_only=False)`` returns ``(cross, updated)``: the cross term
+    ``sum_ij delta_ij d_ij(X)`` and the Guttman transform ``B(X) X / n`` (None when
+    ``scale_only``). ``coords`` (n, d) is centred; any array with ``mean(0)`` and ``sum()``
+    works. Returns (coords, iterations).
+    """
     # start at the scale that best fits the targets, so the first steps are not spent rescaling
-    cross, _ = _guttman_pass(delta, coords, n_threads, scale_only=True)
+    cross, _ = guttman(coords, scale_only=True)
     denom = 2 * n * float((coords * coords).sum())  # sum_ij d_ij^2 for centred points
     if denom > 0 and cross > 0:
-        coords *= cross / denom
-    delta_sq_sum = float(np.vdot(delta, delta))
+        coords = coords * (cross / denom)
     previous = np.inf
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
-        coords -= coords.mean(axis=0)
-        cross, updated = _guttman_pass(delta, coords, n_threads)
+        coords = coords - coords.mean(0)
+        cross, updated = guttman(coords)
         # raw stress = sum_ij (d - delta)^2 / 2; for centred points sum_ij d^2 = 2 n sum_i |x_i|^2
         dist_sq_sum = 2 * n * float((coords * coords).sum())
         raw_stress = (dist_sq_sum - 2 * cross + delta_sq_sum) / 2

@@ -7,11 +7,10 @@ Imported only when a torch device is asked for.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from mphate.embed.diffusion import SINGLE_PRECISION_FROM
+from mphate.embed.mds import guttman_iterations
 from mphate.optional import require
 
 torch = require("torch", "MPHATE(device=...) other than 'cpu'")
@@ -87,25 +86,11 @@ def smacof(dissimilarities, init: np.ndarray, *, max_iter: int = 300, tol: float
     """:func:`mphate.embed.mds.smacof` on a device: same start scaling, Guttman transform and
     stopping rule; returns (embedding as NumPy float64 (L, n_components), iterations)."""
     delta = dissimilarities.to(torch.float32)
-    n = delta.shape[0]
     coords = torch.as_tensor(np.asarray(init, dtype=np.float64), device=delta.device)
     coords = coords - coords.mean(dim=0)
-    cross, _ = _guttman(delta, coords, scale_only=True)
-    denom = 2 * n * float((coords * coords).sum())
-    if denom > 0 and cross > 0:
-        coords = coords * (cross / denom)
     delta_sq_sum = float((delta.double() * delta.double()).sum())
-    previous = math.inf
-    n_iter = 0
-    for n_iter in range(1, max_iter + 1):
-        coords = coords - coords.mean(dim=0)
-        cross, updated = _guttman(delta, coords)
-        dist_sq_sum = 2 * n * float((coords * coords).sum())
-        raw_stress = (dist_sq_sum - 2 * cross + delta_sq_sum) / 2
-        coords = updated
-        if math.isfinite(previous) and previous - raw_stress <= tol * previous:
-            break
-        previous = raw_stress
+    coords, n_iter = guttman_iterations(lambda x, scale_only=False: _guttman(delta, x, scale_only), coords,
+                                        n=delta.shape[0], delta_sq_sum=delta_sq_sum, max_iter=max_iter, tol=tol)
     return coords.cpu().numpy(), n_iter
 
 
