@@ -1,7 +1,8 @@
 """``mphate`` command line: a thin shell over the library.
 
 Each sub-command lives in its own module with ``add_parser(subparsers)`` registering it and
-setting ``func``; importing heavy dependencies is deferred to the command's run function.
+setting ``func``; importing heavy dependencies is deferred to the command's run function. The
+options every command shares, and their names, are in :mod:`mphate.cli._common`.
 """
 from __future__ import annotations
 
@@ -9,8 +10,17 @@ import argparse
 import importlib
 import sys
 
-# module name under mphate.cli for each sub-command, in help order
-_COMMAND_MODULES = ["demo", "info", "embed", "plot", "report", "compare", "experiment"]
+# module name under mphate.cli for each sub-command, in help order; a new command is a module
+# with add_parser(subparsers) and one more name here
+_COMMAND_MODULES = [
+    "demo",
+    "info",
+    "embed",
+    "plot",
+    "report",
+    "compare",
+    "experiment",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,13 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"mphate.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"mphate.cli.{name}":
-                continue  # command not built yet
-            raise
-        module.add_parser(sub)
+        importlib.import_module(f"mphate.cli.{name}").add_parser(sub)
     return parser
 
 

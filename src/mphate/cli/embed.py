@@ -3,7 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mphate.cli._common import add_embedding_arguments, default_name, estimator_from_args, read_trace, warnings_as_messages
+from mphate.cli._common import (
+    add_estimator_options,
+    add_verbosity_options,
+    default_name,
+    estimator_from_args,
+    read_trace,
+    warnings_as_messages,
+)
 
 
 def add_parser(subparsers) -> None:
@@ -17,7 +24,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("path", help="trace store directory, or a .npz/.npy/.mat trace file")
     parser.add_argument("-o", "--output", metavar="FILE",
                         help="where to write the embedding (default: ./<trace name>_embedding.npz)")
-    add_embedding_arguments(parser, n_components_default=2)
+    add_verbosity_options(parser)
+    add_estimator_options(parser, title="embedding parameters")
     parser.set_defaults(func=run)
 
 
@@ -25,10 +33,10 @@ def run(args) -> int:
     from mphate.traces.embedding_file import save_embedding
     from mphate.paths import ensure_parent_writable
 
+    est = estimator_from_args(args)
     trace = read_trace(args.path)
     output = Path(args.output) if args.output else default_name(args.path, "_embedding.npz")
     ensure_parent_writable(output)  # fail before a long computation, not after
-    est = estimator_from_args(args, args.n_components)
     with warnings_as_messages("embed"):
         embedding = est.fit_transform(trace)
     params = {k: v for k, v in est.get_params().items() if k != "verbose"}

@@ -3,7 +3,15 @@ from __future__ import annotations
 
 import argparse
 
-from mphate.cli._common import int_at_least
+from mphate.cli._common import (
+    add_deprecated_alias,
+    add_output_option,
+    function_default,
+    int_at_least,
+    landmark_value,
+    positive_int,
+    seed_int,
+)
 
 # kept here (not imported from the experiments) so that `mphate --help` does not import torch
 GENERALIZATION_NETWORKS = ("vanilla", "dropout", "kernel_l1", "kernel_l2", "activity_l1", "activity_l2",
@@ -30,7 +38,7 @@ def add_parser(subparsers) -> None:
         "generalization_history.csv, loss and "
         "variance figures, and generalization_summary.json with Spearman's rho.",
     )
-    _common(gen, "mphate_generalization", "training epochs (default: 300)")
+    _common(gen, "generalization", "mphate_generalization", "training epochs (default: 300)")
     gen.add_argument("--lr", type=float, help="Adam learning rate (default: 1e-3 on digits, 1e-5 on MNIST)")
     gen.add_argument("--embed-slices", type=int, metavar="N",
                      help="embed only about N evenly spaced epochs (default: all)")
@@ -53,7 +61,7 @@ def add_parser(subparsers) -> None:
         "(ARI across task switches and final validation loss), continual_history.csv and "
         "continual_summary.json with the correlation.",
     )
-    _common(cont, "mphate_continual", "epochs per task (default: 4)")
+    _common(cont, "continual", "mphate_continual", "epochs per task (default: 4)")
     cont.add_argument("--trace-every", type=int, metavar="N",
                       help="batches between traced slices (default: 1 on digits, 50 on MNIST)")
     cont.add_argument("--scenarios", nargs="+", metavar="NAME", choices=("task", "domain", "class"),
@@ -64,28 +72,30 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=lambda args: _missing(parser))
 
 
-def _common(parser, default_out, epochs_help) -> None:
-    parser.add_argument("-o", "--out", metavar="DIR", default=default_out,
-                        help="output folder (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, help=epochs_help)
+def _common(parser, experiment, default_out, epochs_help) -> None:
+    """The options both experiments take; defaults not written here are read from the
+    experiment's ``run`` (``mphate.experiments.<experiment>.run``)."""
+    def run_default(name):
+        return function_default(f"mphate.experiments.{experiment}", "run", name)
+
+    add_output_option(parser, metavar="DIR", default=default_out, help="output folder (default: %(default)s)")
+    parser.add_argument("--epochs", type=positive_int, help=epochs_help)
     parser.add_argument("--data-dir", metavar="DIR",
                         help="MNIST files (the four IDX files, optionally .gz, or mnist.npz) instead of "
                         "the bundled digits")
     parser.add_argument("--quick", action="store_true",
                         help="tiny networks and few epochs: a smoke run, not the experiment")
-    parser.add_argument("--n-jobs", type=int, default=2, metavar="N",
+    parser.add_argument("--workers", type=positive_int, default=run_default("n_jobs"), metavar="N",
                         help="networks trained at once, one process each (default: %(default)s)")
-    # SUPPRESS: absent unless given, since "none" (no landmarks) is itself a value
-    parser.add_argument("--n-landmark", type=_landmarks, default=argparse.SUPPRESS, metavar="N",
-                        help="M-PHATE landmarks, or 'none' (default: 4000)")
-    parser.add_argument("--seed", type=int, default=0)
+    add_deprecated_alias(parser, "--n-jobs", "--workers", dest="workers", type=positive_int,
+                         why=" for experiments (it counted processes; --n-jobs means threads elsewhere)")
+    # SUPPRESS: absent unless given, so that the experiment's own default applies
+    parser.add_argument("--n-landmark", type=landmark_value, default=argparse.SUPPRESS, metavar="N",
+                        help="M-PHATE landmarks, or 'none' for every point (default: the experiment's setting)")
+    parser.add_argument("--random-state", type=seed_int, default=run_default("seed"), metavar="SEED",
+                        help="seed of the data, training and embedding (default: %(default)s)")
+    add_deprecated_alias(parser, "--seed", "--random-state", dest="random_state", type=seed_int)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
-
-
-def _landmarks(text: str):
-    if text.lower() in ("none", "0"):
-        return None
-    return int_at_least(text, 2, "an integer >= 2 or 'none'")
 
 
 def _missing(parser) -> int:
@@ -94,15 +104,16 @@ def _missing(parser) -> int:
 
 
 def _check(args) -> None:
-    if args.epochs is not None and args.epochs < 1:
-        raise ValueError(f"--epochs must be positive; got {args.epochs}")
-    if args.n_jobs < 1:
-        raise ValueError(f"--n-jobs must be positive; got {args.n_jobs}")
     if args.data_dir is not None:
         from pathlib import Path
 
         if not Path(args.data_dir).exists():
             raise FileNotFoundError(f"no MNIST data at {args.data_dir}")
+
+
+def _landmarks(args) -> dict:
+    """``n_landmark`` for the experiment's run when given; else nothing, and its default holds."""
+    return {"n_landmark": args.n_landmark} if hasattr(args, "n_landmark") else {}
 
 
 def _report(args, result) -> int:
@@ -118,10 +129,10 @@ def _run_generalization(args) -> int:
     _check(args)
     if args.lr is not None and not args.lr > 0:
         raise ValueError(f"--lr must be positive; got {args.lr}")
-    result = generalization.run(args.out, data_dir=args.data_dir, epochs=args.epochs, lr=args.lr,
-                                quick=args.quick, n_jobs=args.n_jobs, embed_slices=args.embed_slices,
-                                n_landmark=getattr(args, "n_landmark", "default"), variants=args.networks,
-                                seed=args.seed, common_t=args.common_t, quiet=args.quiet)
+    result = generalization.run(args.output, data_dir=args.data_dir, epochs=args.epochs, lr=args.lr,
+                                quick=args.quick, n_jobs=args.workers, embed_slices=args.embed_slices,
+                                variants=args.networks, seed=args.random_state, common_t=args.common_t,
+                                quiet=args.quiet, **_landmarks(args))
     return _report(args, result)
 
 
@@ -135,7 +146,7 @@ def _run_continual(args) -> int:
     _check(args)
     if args.trace_every is not None and args.trace_every < 1:
         raise ValueError(f"--trace-every must be positive; got {args.trace_every}")
-    result = continual.run(args.out, data_dir=args.data_dir, epochs=args.epochs, trace_every=args.trace_every,
-                           quick=args.quick, n_jobs=args.n_jobs,
-                           n_landmark=getattr(args, "n_landmark", "default"), scenarios=args.scenarios, learners=args.learners, seed=args.seed, quiet=args.quiet)
+    result = continual.run(args.output, data_dir=args.data_dir, epochs=args.epochs, trace_every=args.trace_every,
+                           quick=args.quick, n_jobs=args.workers, scenarios=args.scenarios,
+                           learners=args.learners, seed=args.random_state, quiet=args.quiet, **_landmarks(args))
     return _report(args, result)

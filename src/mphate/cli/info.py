@@ -23,13 +23,11 @@ def run(args) -> int:
     from mphate.traces.store import TraceStore, is_trace_store
 
     path = Path(args.path)
-    if not path.exists():
-        raise FileNotFoundError(f"no trace at {path}")
     if path.is_dir() and is_trace_store(path):
         with TraceStore.open(path, strict=False) as store:
             _print_store(store)
             return 1 if store.problem else 0
-    trace = load_trace(path)
+    trace = load_trace(path)  # says "no trace at PATH" when nothing is there
     _print_lines(
         [("path", str(path)), ("format", describe_format(path))]
         + _trace_lines(

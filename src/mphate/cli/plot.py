@@ -4,9 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from mphate.cli._common import (
-    add_embedding_arguments,
+    add_estimator_options,
+    add_verbosity_options,
     default_name,
     estimator_from_args,
+    given_estimator_params,
     read_trace,
     warnings_as_messages,
 )
@@ -30,7 +32,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--3d", dest="three_d", action="store_true",
                         help="3-D panels: needs a 3-component embedding (computed with 3 unless --embedding is given)")
     parser.add_argument("--dpi", type=int, default=200, help="resolution of the image (default: %(default)s)")
-    add_embedding_arguments(parser, n_components_default=None)
+    add_verbosity_options(parser)
+    add_estimator_options(parser, notes={"n_components": "3 with --3d"})
     parser.set_defaults(func=run)
 
 
@@ -39,8 +42,10 @@ def run(args) -> int:
     from mphate.paths import ensure_parent_writable
     from mphate.plot.static import plot_colorings
 
-    if args.three_d and args.n_components == 2:
-        raise ValueError("--3d draws a 3-D view but --n-components 2 was asked for; drop one of them")
+    n_components = given_estimator_params(args).get("n_components", 3 if args.three_d else args.n_components)
+    if args.three_d and n_components != 3:
+        raise ValueError(f"--3d draws a 3-D view but --n-components {n_components} was asked for; drop one of them")
+    est = estimator_from_args(args, n_components=n_components)  # bad parameters fail before reading
     trace = read_trace(args.path)
     suffix = "_mphate_3d.png" if args.three_d else "_mphate.png"
     output = ensure_parent_writable(Path(args.output) if args.output else default_name(args.path, suffix))
@@ -54,8 +59,7 @@ def run(args) -> int:
                     f"columns; compute one with: mphate embed {args.path} --n-components 3"
                 )
         else:
-            n_components = args.n_components or (3 if args.three_d else 2)
-            embedding = estimator_from_args(args, n_components).fit_transform(trace)
+            embedding = est.fit_transform(trace)
         plot_colorings(embedding, trace, output, color_by=color_by, dpi=args.dpi)
     print(f"wrote {output}")
     return 0

@@ -4,7 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from mphate.cli._common import (
-    add_embedding_arguments,
+    add_estimator_options,
+    add_verbosity_options,
     default_name,
     estimator_from_args,
     read_trace,
@@ -29,7 +30,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--embedding-3d", metavar="FILE", help="3-D embedding .npz (mphate embed --n-components 3)")
     parser.add_argument("--no-3d", action="store_true", help="skip the 3-D embedding and view")
     parser.add_argument("--dpi", type=int, default=200, help="resolution of the PNGs (default: %(default)s)")
-    add_embedding_arguments(parser, n_components_default=None)
+    add_verbosity_options(parser)
+    add_estimator_options(parser, notes={"n_components": "the 3-D view is computed as well unless --no-3d"})
     parser.set_defaults(func=run)
 
 
@@ -50,7 +52,7 @@ def run(args) -> int:
         if args.embedding:
             embedding = load_embedding(args.embedding, trace)
         else:
-            est = estimator_from_args(args, args.n_components or 2)
+            est = estimator_from_args(args)
             embedding = est.fit_transform(trace)
             params = {k: v for k, v in est.get_params().items() if k != "verbose"}
             if embedding_3d is None and embedding.shape[1] != 3 and not args.no_3d:
