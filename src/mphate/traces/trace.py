@@ -102,3 +102,11 @@ class Trace:
                 f"{name} has {embedding.shape[0]} rows but the trace has {self.n_slices} slices x "
                 f"{self.n_units} units = {n_points} points; was it computed from another trace?"
             )
+
+    def to_xarray(self):
+        """This trace as an ``xarray.DataArray`` (dims slice, unit, trace_input; coordinates
+        epoch, step, logged scalars, layer, label): see :func:`mphate.traces.arrays.to_xarray`.
+        Needs xarray (``pip install "mphate[arrays]"``)."""
+        from mphate.traces.arrays import to_xarray
+
+        return to_xarray(self)
