@@ -19,6 +19,8 @@ _COMMAND_MODULES = [
     "plot",
     "report",
     "compare",
+    "compare_runs",
+    "export",
     "experiment",
 ]
 
