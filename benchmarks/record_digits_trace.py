@@ -1,9 +1,10 @@
 """Record a real M-PHATE trace: a small PyTorch MLP learning scikit-learn's digits.
 
-Network 64-128-128-128-10 (hidden widths set by --hidden), LeakyReLU(0.1), Adam. After every epoch the outputs of the
-three hidden Linear layers (before the nonlinearity, as in the paper's scripts) are
-recorded on 100 fixed trace inputs (10 per class, fixed seed, drawn from the training
-set) with plain torch forward hooks.
+Network 64-128-128-128-10 (hidden widths set by --hidden), LeakyReLU(0.1), Adam, trained by
+mphate's one training loop (mphate.experiments.training, as the demo and the experiments are).
+After every epoch the outputs of the three hidden Linear layers (before the nonlinearity, as in
+the paper's scripts) are recorded on 100 fixed trace inputs (10 per class, fixed seed, drawn
+from the training set) with mphate's TorchRecorder.
 
 Writes benchmarks/data/digits_trace.npz with
   trace     (n_epochs, n_units, 100) float32 (or float16)  slice = epoch, unit = hidden unit,
@@ -27,74 +28,41 @@ import numpy as np
 
 def record(epochs: int = 300, lr: float = 1e-4, batch_size: int = 64, seed: int = 0,
            n_per_class: int = 10, verbose: bool = True, hidden_sizes=(128, 128, 128)) -> dict:
+    """Train and trace the network with mphate's own training loop (mphate.experiments.training)."""
     import torch
-    from torch import nn
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
 
-    torch.manual_seed(seed)
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    X, y = load_digits(return_X_y=True)
-    X = (X / 16.0).astype(np.float32)  # pixel values are 0..16 -> [0, 1]
-    Xtr, Xva, ytr, yva = train_test_split(X, y, test_size=0.2, random_state=seed, stratify=y)
+    from mphate.capture import TorchRecorder
+    from mphate.experiments.training import evaluate, load_data, make_mlp, torch_threads, train
 
+    data = load_data(None, seed)  # the digits, 80/20 stratified split seeded by seed
+    # 10 per class in the order drawn (not sorted, unlike select_trace_inputs): the order the
+    # cached benchmark traces were recorded in
     rng = np.random.default_rng(seed)
-    idx = np.concatenate([rng.choice(np.flatnonzero(ytr == c), n_per_class, replace=False)
+    idx = np.concatenate([rng.choice(np.flatnonzero(data.y_train == c), n_per_class, replace=False)
                           for c in range(10)])
-    Xtrace, ytrace = torch.from_numpy(Xtr[idx]), ytr[idx]
-
-    widths = [64, *hidden_sizes]
-    hidden = [nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:])]
-    layers = []
-    for linear in hidden:
-        layers += [linear, nn.LeakyReLU(0.1)]
-    model = nn.Sequential(*layers, nn.Linear(widths[-1], 10))
+    model = make_mlp(data.n_inputs, hidden_sizes, 10, activation="leaky_relu", seed=seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    lossf = nn.CrossEntropyLoss()
-
-    captured: list = [None] * len(hidden)
-
-    def make_hook(i):
-        def hook(_mod, _inp, out):
-            captured[i] = out.detach().cpu().numpy()
-        return hook
-
-    Xtr_t, ytr_t = torch.from_numpy(Xtr), torch.from_numpy(ytr).long()
-    Xva_t, yva_t = torch.from_numpy(Xva), torch.from_numpy(yva).long()
-    n_units = sum(h.out_features for h in hidden)
-    trace = np.empty((epochs, n_units, len(idx)), dtype=np.float32)
-    loss_hist = np.empty(epochs)
-    val_hist = np.empty(epochs)
-    gen = torch.Generator().manual_seed(seed)
+    X, y = torch.from_numpy(data.X_train), torch.from_numpy(data.y_train).long()
+    X_val, y_val = torch.from_numpy(data.X_val), torch.from_numpy(data.y_val).long()
+    loss_hist, val_hist = np.empty(epochs), np.empty(epochs)
     t0 = time.perf_counter()
-    for ep in range(epochs):
-        model.train()
-        perm = torch.randperm(len(Xtr_t), generator=gen)
-        for s in range(0, len(perm), batch_size):
-            b = perm[s:s + batch_size]
-            opt.zero_grad()
-            lossf(model(Xtr_t[b]), ytr_t[b]).backward()
-            opt.step()
-        model.eval()
-        with torch.no_grad():
-            loss_hist[ep] = lossf(model(Xtr_t), ytr_t).item()
-            val_hist[ep] = lossf(model(Xva_t), yva_t).item()
-            handles = [h.register_forward_hook(make_hook(i)) for i, h in enumerate(hidden)]
-            try:
-                model(Xtrace)
-            finally:
-                for hd in handles:
-                    hd.remove()
-        # (n_trace, units) per layer -> (units, n_trace), layers concatenated
-        trace[ep] = np.concatenate([c.T for c in captured], axis=0)
-        if verbose and (ep % 50 == 0 or ep == epochs - 1):
-            with torch.no_grad():
-                acc = (model(Xva_t).argmax(1) == yva_t).float().mean().item()
-            print(f"epoch {ep + 1:4d}  loss {loss_hist[ep]:.4f}  val_loss {val_hist[ep]:.4f}"
-                  f"  val_acc {acc:.3f}  ({time.perf_counter() - t0:.1f} s)", flush=True)
-    layer = np.concatenate([np.full(h.out_features, i) for i, h in enumerate(hidden)])
-    return dict(trace=trace, layer=layer, digit=np.asarray(ytrace), loss=loss_hist,
-                val_loss=val_hist)
+
+    def after_epoch(epoch):
+        loss_hist[epoch - 1] = evaluate(model, X, y)[0]
+        val_loss, val_acc = evaluate(model, X_val, y_val)
+        val_hist[epoch - 1] = val_loss
+        rec.record(step=epoch, epoch=epoch)
+        if verbose and ((epoch - 1) % 50 == 0 or epoch == epochs):
+            print(f"epoch {epoch:4d}  loss {loss_hist[epoch - 1]:.4f}  val_loss {val_loss:.4f}"
+                  f"  val_acc {val_acc:.3f}  ({time.perf_counter() - t0:.1f} s)", flush=True)
+
+    with torch_threads(min(2, os.cpu_count() or 1)), \
+            TorchRecorder(model, data.X_train[idx], layers=model.hidden_names) as rec:
+        train(model, opt, X, y, epochs=epochs, batch_size=batch_size,
+              generator=torch.Generator().manual_seed(seed), on_epoch=after_epoch)
+        trace = rec.to_trace()
+    return dict(trace=np.asarray(trace.data, dtype=np.float32), layer=np.asarray(trace.unit_layer, dtype=np.int64),
+                digit=data.y_train[idx], loss=loss_hist, val_loss=val_hist)
 
 
 def main(argv=None):

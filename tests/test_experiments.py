@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from mphate.experiments import _train, continual, generalization  # noqa: E402
+from mphate.experiments import continual, generalization, training  # noqa: E402
 
 
 def _rows(path):
@@ -20,26 +20,124 @@ def _rows(path):
 # --------------------------------------------------------------------------- training pieces
 
 
+def test_make_mlp_layout_and_pre_activations():
+    model = training.make_mlp(5, (4, 3), 2, dropout=0.5, seed=0)
+    assert [name for name, _ in model.named_children()] == ["fc1", "act_1", "drop_1", "fc2", "act_2", "drop_2", "out"]
+    assert model.hidden_names == ["fc1", "fc2"] and model.act_1.negative_slope == 0.1
+    model.eval()
+    x = torch.randn(7, 5)
+    out = model(x)
+    assert out.shape == (7, 2) and [tuple(h.shape) for h in model.pre_activations] == [(7, 4), (7, 3)]
+    torch.testing.assert_close(model.pre_activations[0], model.fc1(x))  # before the nonlinearity
+    again = training.make_mlp(5, (4, 3), 2, dropout=0.5, seed=0)
+    torch.testing.assert_close(again.fc2.weight, model.fc2.weight)  # seed: the same weights
+    relu = training.make_mlp(5, (4,), 2, activation="relu", hidden_name="dense_{}", output_name="output")
+    assert [n for n, _ in relu.named_children()] == ["dense_1", "act_1", "output"]
+    assert type(relu.act_1).__name__ == "ReLU"
+    with pytest.raises(ValueError, match="activation"):
+        training.make_mlp(5, (4,), 2, activation="tanh")
+
+
+def test_train_visits_every_example_once_per_epoch_and_calls_the_hooks():
+    X, y = torch.randn(10, 3), torch.arange(10) % 2
+    model = training.make_mlp(3, (4,), 2, seed=0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    seen_rows, batches, epochs = [], [], []
+
+    def make_batch(Xb, yb):
+        seen_rows.append(Xb)
+        return torch.cat([Xb, Xb[:1]]), torch.cat([yb, yb[:1]])  # one extra example per batch
+
+    def loss(Xb, yb):
+        assert len(Xb) in (5, 3)  # a batch of 4 (the last: 2) plus the extra one
+        return torch.nn.functional.cross_entropy(model(Xb), yb)
+
+    training.train(model, opt, X, y, epochs=2, batch_size=4, generator=torch.Generator().manual_seed(0),
+                   loss=loss, make_batch=make_batch, on_batch=batches.append, on_epoch=epochs.append)
+    assert epochs == [1, 2]
+    assert [(b.epoch, b.seen, b.n, b.size) for b in batches] == [
+        (1, 4, 10, 4), (1, 8, 10, 4), (1, 10, 10, 2), (2, 4, 10, 4), (2, 8, 10, 4), (2, 10, 10, 2)]
+    assert all(b.loss.ndim == 0 and np.isfinite(b.loss.item()) for b in batches)
+    first_epoch = torch.cat(seen_rows[:3])
+    # each epoch is a permutation of the data: every row exactly once
+    assert sorted(map(tuple, first_epoch.tolist())) == sorted(map(tuple, X.tolist()))
+    assert not torch.equal(first_epoch, torch.cat(seen_rows[3:]))  # a fresh order each epoch
+
+
+def test_train_is_reproducible_from_its_seeds_and_evaluate_scores_all_examples():
+    data = training.load_data(None, 0)
+    X, y = torch.from_numpy(data.X_train), torch.from_numpy(data.y_train)
+
+    def fit(order_seed):
+        model = training.make_mlp(64, (8,), 10, seed=0)
+        training.train(model, torch.optim.Adam(model.parameters(), lr=1e-2), X, y, epochs=2, batch_size=128,
+                       generator=torch.Generator().manual_seed(order_seed))
+        return model
+
+    a, b, c = fit(0), fit(0), fit(1)
+    assert torch.equal(a.fc1.weight, b.fc1.weight) and not torch.equal(a.fc1.weight, c.fc1.weight)
+    loss, acc = training.evaluate(a, X, y)
+    with torch.no_grad():
+        logits = a(X)
+    assert loss == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item())
+    assert acc == pytest.approx((logits.argmax(1) == y).float().mean().item()) and acc > 0.3
+    assert not a.training  # evaluate leaves the model in evaluation mode
+
+
+def test_torch_threads_restores_the_thread_count():
+    before = torch.get_num_threads()
+    with training.torch_threads(1 if before > 1 else 2):
+        assert torch.get_num_threads() != before
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), training.torch_threads(1):
+        raise RuntimeError("boom")
+    assert torch.get_num_threads() == before
+
+
+def test_rehearsal_buffer_keeps_an_even_share_of_every_task():
+    replay = continual.Rehearsal(12, np.random.default_rng(0))
+    assert replay.make_batch() is None  # nothing to replay during the first task
+    for task in range(3):
+        X = torch.full((20, 2), float(task))
+        replay.keep(X, torch.full((20,), task), task)
+    assert [len(y) for y in replay.y] == [4, 4, 4]
+    join = replay.make_batch()
+    Xb, yb = join(torch.zeros(3, 2), torch.full((3,), 9))
+    assert len(yb) == 6 and (yb[:3] == 9).all() and set(yb[3:].tolist()) <= {0, 1, 2}
+    torch.testing.assert_close(Xb[3:, 0], yb[3:].float())  # replayed inputs travel with their labels
+
+
+def test_old_private_training_module_forwards_with_a_warning():
+    import importlib
+    import sys
+
+    sys.modules.pop("mphate.experiments._train", None)
+    with pytest.warns(DeprecationWarning, match="mphate.experiments.training"):
+        old = importlib.import_module("mphate.experiments._train")
+    assert old.train_generalization is generalization.train_generalization
+    assert old.load_data is training.load_data
+
+
 def test_continual_heads_and_targets():
     y = torch.tensor([0, 1, 4, 5, 9])
     task = y // 2
-    assert _train._continual_targets("task", y, task).tolist() == [0, 1, 0, 1, 1]
-    assert _train._continual_targets("domain", y, task).tolist() == [0, 1, 0, 1, 1]
-    assert _train._continual_targets("class", y, task).tolist() == [0, 1, 4, 5, 9]
+    assert continual.continual_targets("task", y, task).tolist() == [0, 1, 0, 1, 1]
+    assert continual.continual_targets("domain", y, task).tolist() == [0, 1, 0, 1, 1]
+    assert continual.continual_targets("class", y, task).tolist() == [0, 1, 4, 5, 9]
     logits = torch.arange(50, dtype=torch.float32).reshape(5, 10)
-    masked = _train._continual_logits("task", logits, task)
+    masked = continual.continual_logits("task", logits, task)
     # each row keeps only its own task's two logits
     assert masked.tolist() == [[0, 1], [10, 11], [24, 25], [34, 35], [48, 49]]
-    assert _train._continual_logits("class", logits, task) is logits
+    assert continual.continual_logits("class", logits, task) is logits
 
 
 def test_generalization_corruptions():
-    data = _train.load_data(None, 0)
-    X, y = _train.generalization_inputs(data, "vanilla")
+    data = training.load_data(None, 0)
+    X, y = generalization.generalization_inputs(data, "vanilla")
     assert X is data.X_train and y is data.y_train
-    X, y = _train.generalization_inputs(data, "random_labels")
+    X, y = generalization.generalization_inputs(data, "random_labels")
     assert X is data.X_train and sorted(y) == sorted(data.y_train) and (y != data.y_train).mean() > 0.5
-    X, y = _train.generalization_inputs(data, "random_pixels")
+    X, y = generalization.generalization_inputs(data, "random_pixels")
     assert y is data.y_train and X.shape == data.X_train.shape
     np.testing.assert_allclose(X.mean(axis=0), data.X_train.mean(axis=0), atol=0.1)
     # no trace of the images beyond the per-pixel mean the noise is centred on
@@ -48,7 +146,7 @@ def test_generalization_corruptions():
 
 
 def test_train_generalization_traces_every_epoch():
-    res = _train.train_generalization("activity_l2", epochs=3, hidden=(6, 5, 4), n_per_class=2, lr=1e-2)
+    res = generalization.train_generalization("activity_l2", epochs=3, hidden=(6, 5, 4), n_per_class=2, lr=1e-2)
     trace = res["trace"]
     assert trace.data.shape == (3, 15, 20)  # epochs x (6 + 5 + 4) units x (2 per class x 10)
     assert trace.layer_names == ["fc1", "fc2", "fc3"]
@@ -58,8 +156,8 @@ def test_train_generalization_traces_every_epoch():
 
 
 def test_train_continual_switches_and_rehearsal():
-    res = _train.train_continual("domain", "rehearsal", epochs_per_task=1, hidden=(8, 8), n_per_class=2,
-                                 trace_every=1)
+    res = continual.train_continual("domain", "rehearsal", epochs_per_task=1, hidden=(8, 8), n_per_class=2,
+                                     trace_every=1)
     trace = res["trace"]
     # about 290 examples per task, batch 128: 3 batches per task-epoch, 5 tasks
     assert res["steps_per_task_epoch"] == 3 and trace.n_slices == 15

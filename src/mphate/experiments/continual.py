@@ -18,7 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from mphate.experiments import _common as C
-from mphate.experiments._train import LEARNERS, SCENARIOS, TASKS, load_data, run_parallel, train_continual
+from mphate.experiments.training import load_data, make_mlp, run_parallel, start_worker, train
+from mphate.optional import require
+
+SCENARIOS = ("task", "domain", "class")
+LEARNERS = ("adam", "adagrad", "rehearsal")
+TASKS = ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))
 
 SCENARIO_LABELS = {"task": "Incremental task", "domain": "Incremental domain", "class": "Incremental class"}
 LEARNER_LABELS = {"adam": "Adam", "adagrad": "Adagrad", "rehearsal": "Adam + rehearsal"}
@@ -65,6 +70,180 @@ def switch_pairs(steps, task_end_steps, lag_steps: int):
     return pairs
 
 
+# ---------------------------------------------------------------------------------------------
+# training one (scenario, learner)
+
+_PURPOSE = "the continual-learning experiment"
+
+
+def continual_targets(scenario: str, y, task):
+    """Targets for labels ``y`` of tasks ``task`` (tensors): within-task 0 / 1 (task), even / odd
+    member of the pair (domain) or the digit itself (class)."""
+    if scenario == "task":
+        return y - 2 * task  # 0 / 1 within the task's own pair of logits
+    if scenario == "domain":
+        return y % 2  # even / odd member of the pair
+    return y
+
+
+def continual_logits(scenario: str, logits, task):
+    """Task scenario: only the two logits of each example's own task (masked softmax)."""
+    if scenario != "task":
+        return logits
+    torch = require("torch", _PURPOSE)
+    cols = torch.stack([2 * task, 2 * task + 1], dim=1)
+    return torch.gather(logits, 1, cols)
+
+
+def evaluate_tasks(model, scenario: str, X_val, y_val, t_val) -> dict:
+    """Validation loss and accuracy over all tasks and per task (``val_loss_task<i>`` ...).
+
+    The model is evaluated in evaluation mode and left in training mode.
+    """
+    torch = require("torch", _PURPOSE)
+    model.eval()
+    with torch.no_grad():
+        logits = continual_logits(scenario, model(X_val), t_val)
+        target = continual_targets(scenario, y_val, t_val)
+        per_example = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+        correct = (logits.argmax(1) == target).float()
+    row = {"val_loss": per_example.mean().item(), "val_accuracy": correct.mean().item()}
+    for t in range(len(TASKS)):
+        row[f"val_loss_task{t}"] = per_example[t_val == t].mean().item()
+        row[f"val_accuracy_task{t}"] = correct[t_val == t].mean().item()
+    model.train()
+    return row
+
+
+class Rehearsal:
+    """Adam with rehearsal's buffer: ``size`` examples kept from the earlier tasks, split evenly
+    between them; every batch is joined by an equally large batch drawn from it."""
+
+    def __init__(self, size: int, rng: np.random.Generator):
+        self.size, self.rng = int(size), rng
+        self.X, self.y = [], []
+
+    def make_batch(self):
+        """:func:`~mphate.experiments.training.train`'s ``make_batch`` for the next task (None
+        while the buffer is empty)."""
+        if not self.X:
+            return None
+        torch = require("torch", _PURPOSE)
+        replay_X, replay_y = torch.cat(self.X), torch.cat(self.y)
+
+        def joined(Xb, yb):
+            r = torch.from_numpy(self.rng.choice(len(replay_y), size=min(len(yb), len(replay_y)), replace=False))
+            return torch.cat([Xb, replay_X[r]]), torch.cat([yb, replay_y[r]])
+
+        return joined
+
+    def keep(self, X, y, task: int) -> None:
+        """After task ``task``: an even share of the buffer for every task seen so far."""
+        torch = require("torch", _PURPOSE)
+        share = self.size // (task + 1)
+        self.X = [bx[:share] for bx in self.X]
+        self.y = [by[:share] for by in self.y]
+        keep = torch.from_numpy(self.rng.choice(len(y), size=min(share, len(y)), replace=False))
+        self.X.append(X[keep])
+        self.y.append(y[keep])
+
+
+def _tensors(X, y):
+    """Inputs, labels and task of each example, as tensors."""
+    torch = require("torch", _PURPOSE)
+    y = torch.from_numpy(np.ascontiguousarray(y)).long()
+    return torch.from_numpy(np.ascontiguousarray(X)), y, y // 2
+
+
+def train_continual(scenario: str, learner: str, *, data_dir=None, epochs_per_task: int = 4,
+                    batch_size: int = 128, lr: float | None = None, hidden=(400, 400),
+                    trace_every: int = 1, buffer_size: int | None = None, seed: int = 0,
+                    n_per_class: int = 10) -> dict:
+    """Train and trace one continual learner on the 5 digit-pair tasks.
+
+    Scenarios: "task" (10 outputs, each task's loss and prediction over its own 2 logits: the
+    masked softmax), "domain" (2 outputs: even or odd member of the pair), "class" (10-way).
+    Learners: "adam", "adagrad", "rehearsal" (Adam with a :class:`Rehearsal` buffer of
+    ``buffer_size`` examples). Default ``lr``: Adam 1e-3, Adagrad 1e-2 (the paper's 1e-5 / 1e-4
+    for MNIST's 94 batches per task-epoch, scaled up for the 3 batches of a digits task-epoch,
+    keeping the paper's ratio of 10). Default ``buffer_size``: 1/12 of the training set (the
+    paper's 5000 of MNIST's 60000).
+
+    Returns
+    -------
+    dict with "scenario", "learner", "trace" (one slice every ``trace_every`` batches, with the
+    scalars task, loss (the batch's), val_loss and val_accuracy over all 5 tasks, and
+    val_loss_task<i> for each task), "switch_slices" (index of the first slice recorded in each
+    new task, 4 values), "task_end_steps" (the step count at the end of each task), "final"
+    (val_loss, val_accuracy after the last task, and per task), "steps_per_task_epoch" and
+    "seconds".
+    """
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; choose from {SCENARIOS}")
+    if learner not in LEARNERS:
+        raise ValueError(f"unknown learner {learner!r}; choose from {LEARNERS}")
+    torch = require("torch", _PURPOSE)
+    from mphate.capture import TorchRecorder
+
+    timer = C.Timer()
+    data, (X_trace, y_trace) = start_worker(data_dir, seed, n_per_class)
+    model = make_mlp(data.n_inputs, hidden, 2 if scenario == "domain" else 10, activation="relu", seed=seed)
+    if lr is None:
+        lr = 1e-2 if learner == "adagrad" else 1e-3
+    opt = (torch.optim.Adagrad if learner == "adagrad" else torch.optim.Adam)(model.parameters(), lr=lr)
+    if buffer_size is None:
+        buffer_size = max(10, round(len(data.y_train) / 12))
+    replay = Rehearsal(buffer_size, np.random.default_rng(seed)) if learner == "rehearsal" else None
+    train_sets = [_tensors(data.X_train[np.isin(data.y_train, p)], data.y_train[np.isin(data.y_train, p)])
+                  for p in TASKS]
+    val = _tensors(data.X_val, data.y_val)
+    with TorchRecorder(model, X_trace, labels=y_trace, layers=list(model.hidden_names)) as rec:
+        switch_slices, task_end_steps = _learn_tasks(
+            model, opt, train_sets, val, rec, scenario=scenario, replay=replay, epochs_per_task=epochs_per_task,
+            batch_size=batch_size, trace_every=trace_every, generator=torch.Generator().manual_seed(seed))
+        final = evaluate_tasks(model, scenario, *val)
+        trace = rec.to_trace()
+    return {"scenario": scenario, "learner": learner, "trace": trace, "switch_slices": switch_slices,
+            "task_end_steps": task_end_steps,
+            "final": final, "lr": lr, "buffer_size": buffer_size if replay is not None else 0,
+            "steps_per_task_epoch": int(np.ceil(len(train_sets[0][1]) / batch_size)), "seconds": timer.seconds}
+
+
+def _learn_tasks(model, opt, train_sets, val, rec, *, scenario, replay, epochs_per_task, batch_size,
+                 trace_every, generator):
+    """The tasks one after the other, a slice every ``trace_every`` batches: the index of the
+    first slice of each new task and the batch count at the end of each task."""
+    torch = require("torch", _PURPOSE)
+    lossf = torch.nn.CrossEntropyLoss()
+    steps = [0]
+    switch_slices, task_end_steps = [], []
+
+    def loss(Xb, yb):
+        task = yb // 2
+        return lossf(continual_logits(scenario, model(Xb), task), continual_targets(scenario, yb, task))
+
+    for task, (X, y, _) in enumerate(train_sets):
+        if task > 0:
+            switch_slices.append(rec.n_slices)
+
+        def on_batch(b, task=task):
+            steps[0] += 1
+            if steps[0] % trace_every == 0:
+                rec.record(step=steps[0], epoch=task + (b.epoch - 1 + b.seen / b.n) / epochs_per_task,
+                           task=task, loss=b.loss.item(), **evaluate_tasks(model, scenario, *val))
+
+        train(model, opt, X, y, epochs=epochs_per_task, batch_size=batch_size, generator=generator, loss=loss,
+              make_batch=None if replay is None else replay.make_batch(), on_batch=on_batch)
+        task_end_steps.append(steps[0])
+        if replay is not None:
+            replay.keep(X, y, task)
+    return switch_slices, task_end_steps
+
+
+# ---------------------------------------------------------------------------------------------
+# the experiment
+
+
 def run(out, *, data_dir=None, epochs=None, trace_every=None, quick=False, n_jobs: int = 2,
         n_landmark="default", scenarios=SCENARIOS, learners=LEARNERS, seed: int = 0,
         quiet: bool = False) -> dict:
@@ -91,11 +270,10 @@ def run(out, *, data_dir=None, epochs=None, trace_every=None, quick=False, n_job
     -------
     dict with "rows" (one per network), "spearman_rho", "spearman_p", "files", "seconds".
     """
-    from mphate.metrics import task_switch_ari
-
     total = C.Timer()
     out = C.output_dir(out)
-    data = load_data(None if data_dir is None else str(data_dir), seed)
+    data_dir = None if data_dir is None else str(data_dir)
+    data = load_data(data_dir, seed)
     cfg = settings(data.name, epochs=epochs, trace_every=trace_every, quick=quick)
     if n_landmark != "default":
         cfg["n_landmark"] = n_landmark
@@ -104,9 +282,26 @@ def run(out, *, data_dir=None, epochs=None, trace_every=None, quick=False, n_job
           f"{data.name}, 5 tasks {' '.join(f'{a}/{b}' for a, b in TASKS)}, {cfg['epochs_per_task']} epochs per "
           f"task, batch {cfg['batch_size']}, traced every {cfg['trace_every']} batches, {n_jobs} worker(s)", quiet)
     train_timer = C.Timer()
+    results = run_parallel(
+        train_continual, _jobs(combos, cfg, data_dir, seed), n_jobs=n_jobs,
+        progress=lambda r: C.log(f"  trained {r['scenario']} / {r['learner']} ({r['seconds']:.1f} s): final val "
+                                 f"loss {r['final']['val_loss']:.3f}, accuracy {r['final']['val_accuracy']:.3f}", quiet),
+    )
+    seconds = {"train_seconds": train_timer.seconds}
+
+    embed_timer = C.Timer()
+    emb_dir = out / "embeddings"
+    emb_dir.mkdir(exist_ok=True)
+    embedded = [_embed_learner(res, cfg, emb_dir, seed, quiet) for res in results]
+    seconds["embed_seconds"] = embed_timer.seconds
+    return _write_outputs(out, embedded, results, data, cfg, scenarios, n_jobs, seconds, total, quiet)
+
+
+def _jobs(combos, cfg, data_dir, seed) -> list[dict]:
+    """:func:`train_continual`'s arguments for each (scenario, learner)."""
     jobs = []
     for scenario, learner in combos:
-        kwargs = dict(scenario=scenario, learner=learner, data_dir=None if data_dir is None else str(data_dir),
+        kwargs = dict(scenario=scenario, learner=learner, data_dir=data_dir,
                       epochs_per_task=cfg["epochs_per_task"], batch_size=cfg["batch_size"], hidden=cfg["hidden"],
                       trace_every=cfg["trace_every"], seed=seed, n_per_class=cfg["n_per_class"])
         if "lr" in cfg:
@@ -114,48 +309,48 @@ def run(out, *, data_dir=None, epochs=None, trace_every=None, quick=False, n_job
         if "buffer_size" in cfg:
             kwargs["buffer_size"] = cfg["buffer_size"]
         jobs.append(kwargs)
-    results = run_parallel(
-        train_continual, jobs, n_jobs=n_jobs,
-        progress=lambda r: C.log(f"  trained {r['scenario']} / {r['learner']} ({r['seconds']:.1f} s): final val "
-                                 f"loss {r['final']['val_loss']:.3f}, accuracy {r['final']['val_accuracy']:.3f}", quiet),
-    )
-    train_seconds = train_timer.seconds
+    return jobs
 
-    embed_timer = C.Timer()
-    rows, embeddings, traces, history = [], {}, {}, []
-    emb_dir = out / "embeddings"
-    emb_dir.mkdir(exist_ok=True)
-    for res in results:
-        key = (res["scenario"], res["learner"])
-        trace = res["trace"]
-        emb, seconds, _ = C.embed_timed(trace, n_landmark=cfg["n_landmark"], interslice_knn=cfg["interslice_knn"],
-                                     seed=seed)
-        n_units = trace.n_units
-        pairs = switch_pairs(trace.steps, res["task_end_steps"], res["steps_per_task_epoch"])
-        aris = [task_switch_ari(emb[b * n_units:(b + 1) * n_units], emb[a * n_units:(a + 1) * n_units],
-                                n_seeds=cfg["ari_seeds"]) for b, a in pairs]
-        np.savez_compressed(emb_dir / f"{res['scenario']}_{res['learner']}.npz", embedding=emb.astype(np.float32),
-                            steps=trace.steps, task=trace.scalars["task"], unit_layer=trace.unit_layer)
-        paper_acc, paper_loss = PAPER_FINAL[key]
-        row = {
-            "scenario": res["scenario"], "learner": res["learner"],
-            "ari": float(np.mean(aris)) if aris else float("nan"),
-            **{f"ari_switch{i + 1}": a for i, a in enumerate(aris)},
-            "final_val_loss": res["final"]["val_loss"], "final_val_accuracy": res["final"]["val_accuracy"],
-            **{f"final_val_accuracy_task{t}": res["final"][f"val_accuracy_task{t}"] for t in range(len(TASKS))},
-            "paper_val_accuracy": paper_acc, "paper_val_loss": paper_loss,
-            "lr": res["lr"], "buffer_size": res["buffer_size"], "slices": trace.n_slices,
-            "points": emb.shape[0], "train_seconds": res["seconds"], "embed_seconds": seconds,
-        }
-        rows.append(row)
-        embeddings[key], traces[key] = emb, trace
-        for i in range(trace.n_slices):
-            history.append({"scenario": key[0], "learner": key[1], "slice": i, "step": int(trace.steps[i]),
-                            **{k: float(v[i]) for k, v in trace.scalars.items()}})
-        C.log(f"  embedded {key[0]} / {key[1]}: {trace.n_slices} slices x {n_units} units in {seconds:.1f} s; "
-              f"ARI {row['ari']:.3f} ({', '.join(f'{a:.2f}' for a in aris)})", quiet)
-    embed_seconds = embed_timer.seconds
 
+def _embed_learner(res, cfg, emb_dir, seed, quiet):
+    """Embed one trained learner and score its task switches: its table row, embedding, trace
+    and per-slice history rows."""
+    from mphate.metrics import task_switch_ari
+
+    key = (res["scenario"], res["learner"])
+    trace = res["trace"]
+    emb, seconds, _ = C.embed_timed(trace, n_landmark=cfg["n_landmark"], interslice_knn=cfg["interslice_knn"],
+                                    seed=seed)
+    n_units = trace.n_units
+    pairs = switch_pairs(trace.steps, res["task_end_steps"], res["steps_per_task_epoch"])
+    aris = [task_switch_ari(emb[b * n_units:(b + 1) * n_units], emb[a * n_units:(a + 1) * n_units],
+                            n_seeds=cfg["ari_seeds"]) for b, a in pairs]
+    np.savez_compressed(emb_dir / f"{res['scenario']}_{res['learner']}.npz", embedding=emb.astype(np.float32),
+                        steps=trace.steps, task=trace.scalars["task"], unit_layer=trace.unit_layer)
+    paper_acc, paper_loss = PAPER_FINAL[key]
+    row = {
+        "scenario": res["scenario"], "learner": res["learner"],
+        "ari": float(np.mean(aris)) if aris else float("nan"),
+        **{f"ari_switch{i + 1}": a for i, a in enumerate(aris)},
+        "final_val_loss": res["final"]["val_loss"], "final_val_accuracy": res["final"]["val_accuracy"],
+        **{f"final_val_accuracy_task{t}": res["final"][f"val_accuracy_task{t}"] for t in range(len(TASKS))},
+        "paper_val_accuracy": paper_acc, "paper_val_loss": paper_loss,
+        "lr": res["lr"], "buffer_size": res["buffer_size"], "slices": trace.n_slices,
+        "points": emb.shape[0], "train_seconds": res["seconds"], "embed_seconds": seconds,
+    }
+    history = [{"scenario": key[0], "learner": key[1], "slice": i, "step": int(trace.steps[i]),
+                **{k: float(v[i]) for k, v in trace.scalars.items()}} for i in range(trace.n_slices)]
+    C.log(f"  embedded {key[0]} / {key[1]}: {trace.n_slices} slices x {n_units} units in {seconds:.1f} s; "
+          f"ARI {row['ari']:.3f} ({', '.join(f'{a:.2f}' for a in aris)})", quiet)
+    return row, emb, trace, history
+
+
+def _write_outputs(out, embedded, results, data, cfg, scenarios, n_jobs, seconds, total, quiet) -> dict:
+    """The correlations, tables, figures and summary of the embedded learners; :func:`run`'s result."""
+    rows = [row for row, *_ in embedded]
+    embeddings = {(row["scenario"], row["learner"]): emb for row, emb, _, _ in embedded}
+    traces = {(row["scenario"], row["learner"]): trace for row, _, trace, _ in embedded}
+    history = [h for *_, rows_of_one in embedded for h in rows_of_one]
     rho, p = C.spearman([r["ari"] for r in rows], [r["final_val_loss"] for r in rows])
     within = {}
     for scenario in scenarios:
@@ -177,12 +372,12 @@ def run(out, *, data_dir=None, epochs=None, trace_every=None, quick=False, n_job
                "ari_definition": "task_switch_ari between the slice just before each task switch and the first "
                                  "slice one task-epoch after it; k = 3..8, ari_seeds k-means seeds; mean of 4 switches",
                "spearman_rho": rho, "spearman_p": p, "spearman_rho_within_scenario": within,
-               "n_jobs": n_jobs, "train_seconds": train_seconds, "embed_seconds": embed_seconds,
-               "total_seconds": total.seconds}
+               "n_jobs": n_jobs, **seconds, "total_seconds": total.seconds}
     files["summary"] = C.write_json(out / "continual_summary.json", summary)
     C.log(C.markdown_table(rows, ["scenario", "learner", "ari", "final_val_loss", "final_val_accuracy"]), quiet)
     C.log(f"Spearman rho (ARI vs final validation loss, {len(rows)} networks) = {rho:.3f} (p = {p:.3g}); "
-          f"total {total.seconds:.0f} s (training {train_seconds:.0f} s, embedding and ARI {embed_seconds:.0f} s)", quiet)
+          f"total {total.seconds:.0f} s (training {seconds['train_seconds']:.0f} s, "
+          f"embedding and ARI {seconds['embed_seconds']:.0f} s)", quiet)
     return {"rows": rows, "spearman_rho": rho, "spearman_p": p, "within": within,
             "files": {k: Path(v) for k, v in files.items()}, "seconds": total.seconds, "summary": summary}
 

@@ -20,11 +20,9 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-from collections import OrderedDict
 from pathlib import Path
 
-import numpy as np
-
+from mphate.experiments.training import evaluate, load_data, make_mlp, torch_threads, trace_inputs, train
 from mphate.optional import require
 
 __all__ = ["run_demo", "build_model"]
@@ -33,20 +31,17 @@ N_CLASSES = 10
 LEAK = 0.1
 
 
-def build_model(n_inputs: int = 64, hidden: int = 128, n_hidden_layers: int = 3, n_classes: int = N_CLASSES):
+def build_model(n_inputs: int = 64, hidden: int = 128, n_hidden_layers: int = 3, n_classes: int = N_CLASSES,
+                *, seed: int | None = None):
     """The demo network: ``n_hidden_layers`` Linear layers of ``hidden`` units with LeakyReLU(0.1).
 
-    The hidden Linear layers are named ``dense_1``, ``dense_2``, ...; the output layer ``output``.
+    A ``torch.nn.Sequential`` (:func:`mphate.experiments.training.make_mlp`): the hidden Linear
+    layers are named ``dense_1``, ``dense_2``, ..., their activations ``act_1``, ...; the output
+    layer ``output``. ``seed``: reseed PyTorch before the weights are drawn (None: don't).
     """
-    nn = require("torch", "the demo").nn
-    layers = OrderedDict()
-    width = n_inputs
-    for i in range(1, n_hidden_layers + 1):
-        layers[f"dense_{i}"] = nn.Linear(width, hidden)
-        layers[f"act_{i}"] = nn.LeakyReLU(LEAK)
-        width = hidden
-    layers["output"] = nn.Linear(width, n_classes)
-    return nn.Sequential(layers)
+    require("torch", "the demo")
+    return make_mlp(n_inputs, (hidden,) * n_hidden_layers, n_classes, activation="leaky_relu", seed=seed,
+                    hidden_name="dense_{}", output_name="output")
 
 
 class _Log:
@@ -118,14 +113,7 @@ def run_demo(
         The report's files (see :func:`mphate.plot.report.write_report`: "html", "colorings",
         "epoch", "layer", "class", "3d", "entropy", "embedding") plus "trace", the trace store.
     """
-    torch = require("torch", "the demo")
-    from mphate.capture import TorchRecorder, select_trace_inputs
-    from mphate.traces.datasets import load_digits_split
-    from mphate.embed.estimator import MPHATE
-    from mphate.paths import ensure_writable_dir
-    from mphate.plot.report import write_report
-    from mphate.traces.store import is_trace_store
-
+    require("torch", "the demo")
     epochs = int(epochs)
     if epochs < 2:
         raise ValueError(f"epochs must be at least 2 (one slice per epoch); got {epochs}")
@@ -133,96 +121,112 @@ def run_demo(
         raise ValueError(f"hidden must be at least 2 units; got {hidden}")
     log = _Log(quiet)
     start = time.perf_counter()
+    out, trace_dir = _prepare_output(out_dir)
+    params = _mphate_params(epochs, n_landmark, threads, mphate_params, log)
+    with torch_threads(1 if threads is None else threads):
+        trace, t_train = _train_and_trace(trace_dir, epochs=epochs, random_state=random_state, hidden=int(hidden),
+                                          n_per_class=n_per_class, lr=lr, batch_size=batch_size, log=log)
+    est, embedding, embedding_3d, t_embed = _embed(trace, params, random_state, n_components_3d, log)
+    t0 = time.perf_counter()
+    fit_params = {k: v for k, v in est.get_params().items() if k not in ("verbose", "n_components", "n_jobs")}
+    from mphate.plot.report import write_report
+
+    paths = write_report(
+        embedding, trace, out,
+        title=f"M-PHATE demo: digits MLP, {epochs} epochs",
+        embedding_3d=embedding_3d, dpi=dpi, params={k: v for k, v in fit_params.items() if v is not None},
+        estimator=est,
+    )
+    t_report = time.perf_counter() - t0
+    log(f"report: {t_report:.1f} s; total {time.perf_counter() - start:.1f} s (training {t_train:.1f} s, "
+        f"embedding {t_embed:.1f} s, report {t_report:.1f} s)")
+    return {**paths, "trace": trace_dir}
+
+
+def _prepare_output(out_dir):
+    """The report folder (created) and its trace store's path, an earlier demo's store removed."""
+    from mphate.paths import ensure_writable_dir
+    from mphate.traces.store import is_trace_store
+
     out = ensure_writable_dir(out_dir)
     trace_dir = out / "trace"
     if trace_dir.exists():
         if not is_trace_store(trace_dir):
             raise ValueError(f"{trace_dir} exists and is not a trace store; choose another output folder")
         shutil.rmtree(trace_dir)  # an earlier demo's trace: the demo always records afresh
+    return out, trace_dir
 
-    train_threads = 1 if threads is None else max(1, int(threads))
-    params = {"n_landmark": n_landmark, "n_jobs": None if threads is None else train_threads,
+
+def _mphate_params(epochs: int, n_landmark, threads, mphate_params, log) -> dict:
+    """The estimator's parameters: ``n_landmark``, ``n_jobs`` from ``threads``, the caller's own,
+    and ``interslice_knn`` lowered for a demo with too few epochs for the default."""
+    from mphate.embed.estimator import MPHATE
+
+    params = {"n_landmark": n_landmark, "n_jobs": None if threads is None else max(1, int(threads)),
               **(mphate_params or {})}
-    if "interslice_knn" not in params and epochs <= MPHATE().interslice_knn:
+    default_knn = MPHATE().interslice_knn
+    if "interslice_knn" not in params and epochs <= default_knn:
         # a short demo: each unit needs interslice_knn other slices to set the kernel's bandwidth
         params["interslice_knn"] = epochs - 1
-        log(f"{epochs} epochs: interslice_knn lowered to {epochs - 1} (default "
-            f"{MPHATE().interslice_knn} needs more slices)")
+        log(f"{epochs} epochs: interslice_knn lowered to {epochs - 1} (default {default_knn} needs more slices)")
+    return params
 
-    # ---- data and model -------------------------------------------------------------------
-    X_train, y_train, X_val, y_val = load_digits_split(random_state=random_state)
-    X_trace, y_trace = select_trace_inputs(X_train, y_train, n_per_class=n_per_class, random_state=random_state)
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(train_threads)
-    try:
-        torch.manual_seed(random_state)
-        model = build_model(X_train.shape[1], int(hidden), 3, N_CLASSES)
-        optimiser = torch.optim.Adam(model.parameters(), lr=lr)
-        loss_fn = torch.nn.CrossEntropyLoss()
-        Xt, yt = torch.from_numpy(X_train), torch.from_numpy(y_train)
-        Xv, yv = torch.from_numpy(X_val), torch.from_numpy(y_val)
-        order_rng = torch.Generator().manual_seed(random_state)
-        n_train = Xt.shape[0]
-        steps_per_epoch = -(-n_train // batch_size)
-        layer_names = [f"dense_{i}" for i in (1, 2, 3)]
-        log(
-            f"digits: {n_train} training / {Xv.shape[0]} validation images; network "
-            f"{X_train.shape[1]}-{hidden}-{hidden}-{hidden}-{N_CLASSES} (LeakyReLU {LEAK}), Adam lr {lr:g}, "
-            f"batch {batch_size}; tracing {len(layer_names) * hidden} hidden units on {len(y_trace)} "
-            f"inputs after each of {epochs} epochs"
-        )
-        attrs = {
-            "demo": "mphate demo",
-            "data": "scikit-learn digits (8x8)",
-            "network": f"{X_train.shape[1]}-{hidden}-{hidden}-{hidden}-{N_CLASSES}, LeakyReLU({LEAK})",
-            "optimizer": f"Adam(lr={lr:g})",
-            "batch_size": int(batch_size),
-            "epochs": epochs,
-            "random_state": int(random_state),
-        }
 
-        t0 = time.perf_counter()
-        # fsync=False: a killed demo still leaves a readable store (renames are atomic); only a
-        # power cut could lose recent slices, and the demo records afresh anyway. Saves ~20 ms a slice.
-        with TorchRecorder(model, X_trace, trace_dir, labels=y_trace, layers=layer_names, attrs=attrs,
-                           fsync=False) as rec:
-            bar = _progress(range(1, epochs + 1), quiet)
-            for epoch in bar:
-                model.train()
-                total = 0.0
-                for idx in torch.randperm(n_train, generator=order_rng).split(batch_size):
-                    optimiser.zero_grad()
-                    loss = loss_fn(model(Xt[idx]), yt[idx])
-                    loss.backward()
-                    optimiser.step()
-                    total += loss.item() * len(idx)
-                train_loss = total / n_train
-                model.eval()
-                with torch.no_grad():
-                    logits = model(Xv)
-                    val_loss = float(loss_fn(logits, yv))
-                    val_acc = float((logits.argmax(1) == yv).float().mean())
-                rec.record(step=epoch * steps_per_epoch, epoch=epoch,
-                           loss=train_loss, val_loss=val_loss, val_accuracy=val_acc)
-                if hasattr(bar, "set_postfix"):
-                    bar.set_postfix(loss=f"{train_loss:.3f}", val_loss=f"{val_loss:.3f}",
-                                    val_acc=f"{val_acc:.3f}", refresh=False)
-                elif not quiet and (epoch % max(1, epochs // 10) == 0 or epoch == epochs):
-                    log(f"epoch {epoch}/{epochs}: loss {train_loss:.3f}, val loss {val_loss:.3f}, "
-                        f"val accuracy {val_acc:.3f}")
-            if hasattr(bar, "close"):
-                bar.close()
-            trace = rec.to_trace()
-        t_train = time.perf_counter() - t0
-    finally:
-        torch.set_num_threads(previous_threads)
-    log(f"training and tracing: {t_train:.1f} s; final loss {train_loss:.3f}, val loss {val_loss:.3f}, "
+def _train_and_trace(trace_dir, *, epochs, random_state, hidden, n_per_class, lr, batch_size, log):
+    """Train the demo network, recording a slice after every epoch into the store ``trace_dir``:
+    the trace and the seconds it took."""
+    torch = require("torch", "the demo")
+    from mphate.capture import TorchRecorder
+
+    data = load_data(None, random_state)
+    X_trace, y_trace = trace_inputs(data, n_per_class, random_state)
+    model = build_model(data.n_inputs, hidden, 3, N_CLASSES, seed=random_state)
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    Xt, yt = torch.from_numpy(data.X_train), torch.from_numpy(data.y_train)
+    Xv, yv = torch.from_numpy(data.X_val), torch.from_numpy(data.y_val)
+    n_train, network = len(Xt), f"{data.n_inputs}-{hidden}-{hidden}-{hidden}-{N_CLASSES}"
+    log(f"digits: {n_train} training / {len(Xv)} validation images; network {network} (LeakyReLU {LEAK}), "
+        f"Adam lr {lr:g}, batch {batch_size}; tracing {len(model.hidden_names) * hidden} hidden units on "
+        f"{len(y_trace)} inputs after each of {epochs} epochs")
+    attrs = {"demo": "mphate demo", "data": "scikit-learn digits (8x8)", "network": f"{network}, LeakyReLU({LEAK})",
+             "optimizer": f"Adam(lr={lr:g})", "batch_size": int(batch_size), "epochs": epochs,
+             "random_state": int(random_state)}
+    progress = _Progress(epochs, log)
+    batch_losses = []
+
+    def after_epoch(epoch):
+        train_loss = sum(batch_losses) / n_train  # the epoch's batches' mean loss
+        batch_losses.clear()
+        val_loss, val_acc = evaluate(model, Xv, yv)
+        rec.record(step=epoch * -(-n_train // batch_size), epoch=epoch,
+                   loss=train_loss, val_loss=val_loss, val_accuracy=val_acc)
+        progress.update(epoch, train_loss, val_loss, val_acc)
+
+    t0 = time.perf_counter()
+    # fsync=False: a killed demo still leaves a readable store (renames are atomic); only a
+    # power cut could lose recent slices, and the demo records afresh anyway. Saves ~20 ms a slice.
+    with TorchRecorder(model, X_trace, trace_dir, labels=y_trace, layers=model.hidden_names, attrs=attrs,
+                       fsync=False) as rec:
+        train(model, optimiser, Xt, yt, epochs=epochs, batch_size=batch_size,
+              generator=torch.Generator().manual_seed(random_state),
+              on_batch=lambda b: batch_losses.append(b.loss.item() * b.size), on_epoch=after_epoch)
+        progress.close()
+        trace = rec.to_trace()
+    t_train = time.perf_counter() - t0
+    loss, val_loss, val_acc = (trace.scalars[k][-1] for k in ("loss", "val_loss", "val_accuracy"))
+    log(f"training and tracing: {t_train:.1f} s; final loss {loss:.3f}, val loss {val_loss:.3f}, "
         f"val accuracy {val_acc:.3f}; trace store {trace_dir}")
+    return trace, t_train
 
-    # ---- embedding --------------------------------------------------------------------------
+
+def _embed(trace, params, random_state, n_components_3d, log):
+    """The 2-D embedding, and the 3-D one reusing its kernel and landmarks: the fitted
+    estimator, both embeddings (3-D: None unless asked for) and the seconds they took."""
+    from mphate.embed.estimator import MPHATE
+
     t0 = time.perf_counter()
     log(f"embedding {trace.n_slices} slices x {trace.n_units} units = {trace.n_slices * trace.n_units} points in 2-D")
-    est = MPHATE(n_components=2, random_state=random_state, verbose=0 if quiet else 1, **params)
+    est = MPHATE(n_components=2, random_state=random_state, verbose=0 if log.quiet else 1, **params)
     embedding = est.fit_transform(trace)
     embedding_3d = None
     if n_components_3d:
@@ -230,34 +234,34 @@ def run_demo(
         embedding_3d = est.set_params(n_components=3).fit_transform(trace)
     t_embed = time.perf_counter() - t0
     log(f"embedding: {t_embed:.1f} s")
-
-    # ---- report -----------------------------------------------------------------------------
-    t0 = time.perf_counter()
-    fit_params = {k: v for k, v in est.get_params().items() if k not in ("verbose", "n_components", "n_jobs")}
-    fit_params = {k: v for k, v in fit_params.items() if v is not None}
-    paths = write_report(
-        embedding, trace, out,
-        title=f"M-PHATE demo: digits MLP, {epochs} epochs",
-        embedding_3d=embedding_3d, dpi=dpi, params=fit_params, estimator=est,
-    )
-    t_report = time.perf_counter() - t0
-    total = time.perf_counter() - start
-    log(f"report: {t_report:.1f} s; total {total:.1f} s (training {t_train:.1f} s, "
-        f"embedding {t_embed:.1f} s, report {t_report:.1f} s)")
-    paths = dict(paths)
-    paths["trace"] = trace_dir
-    return paths
+    return est, embedding, embedding_3d, t_embed
 
 
-def _progress(iterable, quiet: bool):
-    """A tqdm bar on stderr when tqdm is installed and not quiet; else the bare iterable."""
-    if quiet:
-        return iterable
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return iterable
-    return tqdm(iterable, desc="training", unit="epoch", file=sys.stderr, dynamic_ncols=True)
+class _Progress:
+    """Training progress on stderr: a tqdm bar when tqdm is installed, else a log line every
+    tenth of training; nothing when quiet."""
+
+    def __init__(self, epochs: int, log: _Log):
+        self.epochs, self.log, self.bar = epochs, log, None
+        if not log.quiet:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                return
+            self.bar = tqdm(total=epochs, desc="training", unit="epoch", file=sys.stderr, dynamic_ncols=True)
+
+    def update(self, epoch: int, loss: float, val_loss: float, val_acc: float) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{loss:.3f}", val_loss=f"{val_loss:.3f}", val_acc=f"{val_acc:.3f}",
+                                 refresh=False)
+            self.bar.update(1)
+        elif epoch % max(1, self.epochs // 10) == 0 or epoch == self.epochs:
+            self.log(f"epoch {epoch}/{self.epochs}: loss {loss:.3f}, val loss {val_loss:.3f}, "
+                     f"val accuracy {val_acc:.3f}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 if __name__ == "__main__":  # pragma: no cover

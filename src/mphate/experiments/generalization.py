@@ -18,7 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from mphate.experiments import _common as C
-from mphate.experiments._train import GENERALIZATION_VARIANTS, load_data, run_parallel, train_generalization
+from mphate.experiments.training import evaluate, load_data, make_mlp, run_parallel, start_worker, train
+from mphate.optional import require
+
+GENERALIZATION_VARIANTS = (
+    "vanilla", "dropout", "kernel_l1", "kernel_l2", "activity_l1", "activity_l2",
+    "random_labels", "random_pixels",
+)
 
 #: display names, in the paper's order
 LABELS = {
@@ -53,6 +59,106 @@ def settings(data_name: str, *, epochs=None, lr=None, quick=False) -> dict:
     return s
 
 
+# ---------------------------------------------------------------------------------------------
+# training one network
+
+
+def generalization_inputs(data, variant: str, seed: int = 0):
+    """Training inputs and labels of a variant (random labels / pixels replace the real ones).
+
+    Random labels: the training labels shuffled once (seeded). Random pixels: every training
+    image replaced by Gaussian noise with the data's per-pixel mean and standard deviation
+    (Zhang et al. 2017's "Gaussian" corruption). The validation set is never corrupted.
+    """
+    rng = np.random.default_rng(seed + 1)
+    X, y = data.X_train, data.y_train
+    if variant == "random_labels":
+        y = rng.permutation(y)
+    elif variant == "random_pixels":
+        mean, std = X.mean(axis=0), X.std(axis=0)
+        X = (mean + std * rng.standard_normal(X.shape)).astype(np.float32)
+    return X, y
+
+
+def penalty(variant: str, model, reg: float):
+    """The variant's regulariser as a function of nothing, evaluated after each forward pass.
+
+    Kernel L1 / L2: ``reg * sum|W|`` / ``reg * sum W^2`` over the weight matrices of every
+    Linear layer; activity L1 / L2: ``reg * sum|h|`` / ``reg * sum h^2`` over the hidden
+    layers' outputs of the last forward pass, averaged over the batch; otherwise 0.
+    """
+    torch = require("torch", "the generalisation experiment")
+    weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
+
+    def value():
+        pre = model.pre_activations
+        if variant == "kernel_l1":
+            return reg * sum(w.abs().sum() for w in weights)
+        if variant == "kernel_l2":
+            return reg * sum((w * w).sum() for w in weights)
+        if variant == "activity_l1":
+            return reg * sum(h.abs().sum() for h in pre) / pre[0].shape[0]
+        if variant == "activity_l2":
+            return reg * sum((h * h).sum() for h in pre) / pre[0].shape[0]
+        return 0.0
+
+    return value
+
+
+def train_generalization(variant: str, *, data_dir=None, epochs: int = 300, lr: float = 1e-3,
+                         batch_size: int = 256, hidden=(128, 128, 128), reg: float = 1e-4,
+                         dropout: float = 0.5, trace_every: int = 1, seed: int = 0,
+                         n_per_class: int = 10) -> dict:
+    """Train and trace one of the 8 generalisation networks.
+
+    The regularisers follow Keras's meaning of the paper's settings (see :func:`penalty`);
+    dropout (rate ``dropout``) follows each hidden nonlinearity. The trace inputs are real
+    training images for every variant.
+
+    Returns
+    -------
+    dict with "variant", "trace" (a :class:`mphate.Trace`: one slice per traced epoch, scalars
+    loss / val_loss / accuracy / val_accuracy), "history" (those four per epoch, arrays of
+    length ``epochs``) and "seconds". Losses are the plain cross-entropy of the whole training
+    (on the variant's own, possibly corrupted, data) or validation set in evaluation mode.
+    """
+    if variant not in GENERALIZATION_VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose from {GENERALIZATION_VARIANTS}")
+    torch = require("torch", "the generalisation experiment")
+    from mphate.capture import TorchRecorder
+
+    timer = C.Timer()
+    data, (X_trace, y_trace) = start_worker(data_dir, seed, n_per_class)
+    X_np, y_np = generalization_inputs(data, variant, seed)
+    model = make_mlp(data.n_inputs, hidden, 10, activation="leaky_relu",
+                     dropout=dropout if variant == "dropout" else 0.0, seed=seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    lossf = torch.nn.CrossEntropyLoss()
+    X, y = torch.from_numpy(X_np), torch.from_numpy(y_np).long()
+    X_val, y_val = torch.from_numpy(data.X_val), torch.from_numpy(data.y_val).long()
+    extra = penalty(variant, model, reg)
+    history = {k: np.full(epochs, np.nan) for k in ("loss", "val_loss", "accuracy", "val_accuracy")}
+
+    def after_epoch(epoch):
+        (loss, acc), (val_loss, val_acc) = evaluate(model, X, y), evaluate(model, X_val, y_val)
+        row = {"loss": loss, "val_loss": val_loss, "accuracy": acc, "val_accuracy": val_acc}
+        for key, value in row.items():
+            history[key][epoch - 1] = value
+        if epoch % trace_every == 0 or epoch == epochs:
+            rec.record(step=epoch, epoch=epoch, **row)
+
+    with TorchRecorder(model, X_trace, labels=y_trace, layers=list(model.hidden_names)) as rec:
+        train(model, opt, X, y, epochs=epochs, batch_size=batch_size,
+              generator=torch.Generator().manual_seed(seed),
+              loss=lambda Xb, yb: lossf(model(Xb), yb) + extra(), on_epoch=after_epoch)
+        trace = rec.to_trace()
+    return {"variant": variant, "trace": trace, "history": history, "seconds": timer.seconds}
+
+
+# ---------------------------------------------------------------------------------------------
+# the experiment
+
+
 def run(out, *, data_dir=None, epochs=None, lr=None, quick=False, n_jobs: int = 2,
         embed_slices=None, n_landmark="default", variants=GENERALIZATION_VARIANTS, seed: int = 0,
         common_t=(10, 30, 60), quiet: bool = False) -> dict:
@@ -85,73 +191,81 @@ def run(out, *, data_dir=None, epochs=None, lr=None, quick=False, n_jobs: int = 
     dict with "rows" (one per network), "spearman_rho", "spearman_p" (at each network's own t),
     "spearman_by_t" ({t: (rho, p)} for each common t), "files", "seconds".
     """
-    from mphate.metrics import visualization_variance
-
     total = C.Timer()
     out = C.output_dir(out)
-    data = load_data(None if data_dir is None else str(data_dir), seed)
+    data_dir = None if data_dir is None else str(data_dir)
+    data = load_data(data_dir, seed)
     cfg = settings(data.name, epochs=epochs, lr=lr, quick=quick)
     if embed_slices is not None:
         cfg["embed_slices"] = int(embed_slices)
     if n_landmark != "default":
         cfg["n_landmark"] = n_landmark
-    variants = list(variants)
     common_t = [int(t) for t in common_t]
     if any(t < 1 for t in common_t):
         raise ValueError(f"common diffusion times must be positive integers; got {common_t}")
+    variants = list(variants)
     C.log(f"generalization: {len(variants)} networks {data.n_inputs}-{'-'.join(map(str, cfg['hidden']))}-10 "
           f"on {data.name} ({len(data.y_train)} train / {len(data.y_val)} validation), {cfg['epochs']} epochs, "
           f"Adam lr {cfg['lr']:g}, batch {cfg['batch_size']}, {n_jobs} worker(s)", quiet)
 
     train_timer = C.Timer()
-    jobs = [dict(variant=v, data_dir=None if data_dir is None else str(data_dir), epochs=cfg["epochs"],
-                 lr=cfg["lr"], batch_size=cfg["batch_size"], hidden=cfg["hidden"], seed=seed,
-                 n_per_class=cfg["n_per_class"]) for v in variants]
-    results = run_parallel(
-        train_generalization, jobs, n_jobs=n_jobs,
-        progress=lambda r: C.log(f"  trained {r['variant']} ({r['seconds']:.1f} s)", quiet),
-    )
-    train_seconds = train_timer.seconds
+    jobs = [dict(variant=v, data_dir=data_dir, epochs=cfg["epochs"], lr=cfg["lr"], batch_size=cfg["batch_size"],
+                 hidden=cfg["hidden"], seed=seed, n_per_class=cfg["n_per_class"]) for v in variants]
+    results = run_parallel(train_generalization, jobs, n_jobs=n_jobs,
+                           progress=lambda r: C.log(f"  trained {r['variant']} ({r['seconds']:.1f} s)", quiet))
+    seconds = {"train_seconds": train_timer.seconds}
 
     embed_timer = C.Timer()
-    rows, embeddings, traces, histories = [], {}, {}, {}
     emb_dir = out / "embeddings"
     emb_dir.mkdir(exist_ok=True)
-    for res in results:
-        variant, trace, hist = res["variant"], res["trace"], res["history"]
-        idx = C.even_indices(trace.n_slices, cfg["embed_slices"] or trace.n_slices)
-        sub = C.slice_trace(trace, idx)
-        emb, seconds, est = C.embed_timed(sub, n_landmark=cfg["n_landmark"], interslice_knn=25, seed=seed)
-        variance = visualization_variance(emb, sub.n_slices)
-        np.savez_compressed(emb_dir / f"{variant}.npz", embedding=emb.astype(np.float32),
-                            epochs=sub.epochs, unit_layer=sub.unit_layer)
-        auto_t, t_candidates = est.t_, est.t_candidates_
-        common_variances = _variances_at(est, sub, common_t)  # refits est, so t_ is read above
-        row = {
-            "network": variant,
-            "final_train_loss": float(hist["loss"][-1]),
-            "final_val_loss": float(hist["val_loss"][-1]),
-            "memorization_error": float(hist["val_loss"][-1] - hist["loss"][-1]),
-            "visualization_variance": variance,
-            # the variance falls steeply with t, and each network gets its own automatic t
-            "t": auto_t,
-            "t_candidates": " ".join(map(str, t_candidates)),
-            **common_variances,
-            "final_train_accuracy": float(hist["accuracy"][-1]),
-            "final_val_accuracy": float(hist["val_accuracy"][-1]),
-            "paper_train_loss": PAPER_LOSSES[variant][0],
-            "paper_val_loss": PAPER_LOSSES[variant][1],
-            "embedded_slices": sub.n_slices,
-            "points": emb.shape[0],
-            "train_seconds": res["seconds"],
-            "embed_seconds": seconds,
-        }
-        rows.append(row)
-        embeddings[variant], traces[variant], histories[variant] = emb, sub, hist
-        C.log(f"  embedded {variant}: {sub.n_slices} slices x {sub.n_units} units in {seconds:.1f} s; "
-              f"t = {row['t']}, memorisation {row['memorization_error']:.3f}, variance {variance:.4g}", quiet)
-    embed_seconds = embed_timer.seconds
+    embedded = [_embed_network(res, cfg, common_t, emb_dir, seed, quiet) for res in results]
+    seconds["embed_seconds"] = embed_timer.seconds
+    return _write_outputs(out, embedded, data, cfg, common_t, n_jobs, seconds, total, quiet)
 
+
+def _embed_network(res, cfg, common_t, emb_dir, seed, quiet):
+    """Embed one trained network (at its own t and at each common t): its table row, embedding,
+    the embedded slices of its trace and its history."""
+    from mphate.metrics import visualization_variance
+
+    variant, trace, hist = res["variant"], res["trace"], res["history"]
+    sub = C.slice_trace(trace, C.even_indices(trace.n_slices, cfg["embed_slices"] or trace.n_slices))
+    emb, seconds, est = C.embed_timed(sub, n_landmark=cfg["n_landmark"], interslice_knn=25, seed=seed)
+    variance = visualization_variance(emb, sub.n_slices)
+    np.savez_compressed(emb_dir / f"{variant}.npz", embedding=emb.astype(np.float32),
+                        epochs=sub.epochs, unit_layer=sub.unit_layer)
+    auto_t, t_candidates = est.t_, est.t_candidates_
+    common_variances = _variances_at(est, sub, common_t)  # refits est, so t_ is read above
+    row = {
+        "network": variant,
+        "final_train_loss": float(hist["loss"][-1]),
+        "final_val_loss": float(hist["val_loss"][-1]),
+        "memorization_error": float(hist["val_loss"][-1] - hist["loss"][-1]),
+        "visualization_variance": variance,
+        # the variance falls steeply with t, and each network gets its own automatic t
+        "t": auto_t,
+        "t_candidates": " ".join(map(str, t_candidates)),
+        **common_variances,
+        "final_train_accuracy": float(hist["accuracy"][-1]),
+        "final_val_accuracy": float(hist["val_accuracy"][-1]),
+        "paper_train_loss": PAPER_LOSSES[variant][0],
+        "paper_val_loss": PAPER_LOSSES[variant][1],
+        "embedded_slices": sub.n_slices,
+        "points": emb.shape[0],
+        "train_seconds": res["seconds"],
+        "embed_seconds": seconds,
+    }
+    C.log(f"  embedded {variant}: {sub.n_slices} slices x {sub.n_units} units in {seconds:.1f} s; "
+          f"t = {row['t']}, memorisation {row['memorization_error']:.3f}, variance {variance:.4g}", quiet)
+    return row, emb, sub, hist
+
+
+def _write_outputs(out, embedded, data, cfg, common_t, n_jobs, seconds, total, quiet) -> dict:
+    """The correlations, tables, figures and summary of the embedded networks; :func:`run`'s result."""
+    rows = [row for row, *_ in embedded]
+    embeddings = {row["network"]: emb for row, emb, _, _ in embedded}
+    traces = {row["network"]: sub for row, _, sub, _ in embedded}
+    histories = {row["network"]: hist for row, _, _, hist in embedded}
     errors = [r["memorization_error"] for r in rows]
     rho, p = C.spearman(errors, [r["visualization_variance"] for r in rows])
     spearman_by_t = {t: C.spearman(errors, [r[f"variance_t{t}"] for r in rows]) for t in common_t}
@@ -169,8 +283,7 @@ def run(out, *, data_dir=None, epochs=None, lr=None, quick=False, n_jobs: int = 
         "n_val": len(data.y_val), "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
         "spearman_rho": rho, "spearman_p": p,
         "spearman_by_t": {str(t): {"rho": r, "p": q} for t, (r, q) in spearman_by_t.items()},
-        "n_jobs": n_jobs, "train_seconds": train_seconds, "embed_seconds": embed_seconds,
-        "total_seconds": total.seconds,
+        "n_jobs": n_jobs, **seconds, "total_seconds": total.seconds,
     }
     files["summary"] = C.write_json(out / "generalization_summary.json", summary)
     C.log(C.markdown_table(rows, ["network", "final_train_loss", "final_val_loss", "memorization_error",
@@ -178,7 +291,8 @@ def run(out, *, data_dir=None, epochs=None, lr=None, quick=False, n_jobs: int = 
     for t, (rho_t, p_t) in spearman_by_t.items():
         C.log(f"at a common t = {t}: Spearman rho = {rho_t:.3f} (p = {p_t:.3g})", quiet)
     C.log(f"Spearman rho (memorisation error vs visualisation variance) = {rho:.3f} (p = {p:.3g}); "
-          f"total {total.seconds:.0f} s (training {train_seconds:.0f} s, embedding {embed_seconds:.0f} s)", quiet)
+          f"total {total.seconds:.0f} s (training {seconds['train_seconds']:.0f} s, "
+          f"embedding {seconds['embed_seconds']:.0f} s)", quiet)
     return {"rows": rows, "spearman_rho": rho, "spearman_p": p, "spearman_by_t": spearman_by_t,
             "files": {k: Path(v) for k, v in files.items()},
             "seconds": total.seconds, "summary": summary}
