@@ -45,11 +45,6 @@ def write_csv(path, rows: list[dict], columns=None) -> Path:
     return path
 
 
-def read_csv(path) -> list[dict]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
 def _fmt(value):
     if value is None:
         return ""

@@ -27,6 +27,7 @@ import importlib.util
 import time
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -137,8 +138,6 @@ def classical_mds(D: np.ndarray, n_components: int = 2, random_state=0) -> np.nd
     from scipy.sparse.linalg import LinearOperator, eigsh
 
     D2 = np.asarray(D, dtype=np.float64) ** 2
-    row = D2.mean(axis=1)
-    total = row.mean()
     n = len(D2)
 
     def matvec(v):
@@ -149,7 +148,6 @@ def classical_mds(D: np.ndarray, n_components: int = 2, random_state=0) -> np.nd
         return -0.5 * (w - w.mean())
 
     op = LinearOperator((n, n), matvec=matvec, dtype=np.float64)
-    del row, total
     v0 = np.random.default_rng(random_state).standard_normal(n)
     vals, vecs = eigsh(op, k=n_components, which="LA", v0=v0, tol=1e-6)
     order = np.argsort(vals)[::-1]
@@ -287,7 +285,7 @@ def digits_trace(epochs: int = 300, trace_every: int = 3, seed: int = 0, quick: 
     """The trace `mphate compare digits` uses: the generalisation experiment's vanilla network
     (64-128-128-128-10, Adam lr 1e-3, batch 256) on the bundled digits, traced every
     ``trace_every`` epochs."""
-    from mphate.experiments._train import train_generalization
+    from mphate.experiments.generalization import train_generalization
 
     if quick:
         res = train_generalization("vanilla", epochs=epochs, lr=3e-3, hidden=(16, 16, 16),
@@ -319,13 +317,36 @@ def run(trace, out, *, methods=None, ks=(10, 40), max_points: int = 6000, n_land
     "table" (wide, the common subsample), "skipped", "subsample", "files", "seconds".
     """
     from mphate.traces.io import as_trace
-    from mphate.metrics import neighbor_preservation
 
     total = C.Timer()
     out = C.output_dir(out)
     trace = as_trace(trace)
-    data = np.asarray(trace.data)
-    n_slices, n_units, _ = data.shape
+    methods, skipped = _methods_to_run(methods, quiet)
+    plan = _Plan.of(trace, methods, ks, max_points)
+    C.log(f"compare: {plan.note}", quiet)
+    for k in ks:
+        if k not in plan.ks:
+            C.log(f"compare: k = {k} cannot be scored: it needs more than {k} slices and units in the "
+                  f"scored points ({len(plan.slices)} x {len(plan.units)})", quiet)
+
+    rows, table, embeddings = [], [], {}
+    cache = {}  # the subsample's geodesic distances, computed once for the three graph methods
+    for m in methods:
+        done = _run_method(m, plan, ks, out, cache, n_landmark=n_landmark, random_state=random_state,
+                           quiet=quiet)
+        if isinstance(done, str):
+            skipped[m] = done
+            continue
+        emb, points, method_rows, wide = done
+        embeddings[m] = (emb, points)
+        rows += method_rows
+        table.append(wide)
+    return _write_outputs(out, plan, rows, table, embeddings, skipped, total, quiet)
+
+
+def _methods_to_run(methods, quiet):
+    """The methods asked for (default all), less AlignedUMAP without umap-learn: the list and
+    ``{method: why}`` of those skipped."""
     if methods is None:
         methods = list(METHODS)
     unknown = [m for m in methods if m not in METHODS]
@@ -336,89 +357,124 @@ def run(trace, out, *, methods=None, ks=(10, 40), max_points: int = 6000, n_land
         skipped["aligned_umap"] = "umap-learn is not installed (pip install \"mphate[compare]\")"
         methods = [m for m in methods if m != "aligned_umap"]
         C.log("compare: skipping AlignedUMAP: umap-learn is not installed (pip install \"mphate[compare]\")", quiet)
-    need = 2 * max(ks) + 1 if ks else 3
-    sub_s, sub_u = subsample(n_slices, n_units, max_points, min_slices=need, min_units=need)
-    is_sub = len(sub_s) < n_slices or len(sub_u) < n_units
-    sub_trace = C.slice_trace(trace, sub_s, sub_u)
-    sub_rows = (sub_s[:, None] * n_units + sub_u[None, :]).ravel()  # full-embedding rows of the subsample
-    note = (f"the trace has {n_slices} slices x {n_units} units = {n_slices * n_units} points; "
-            + ("; ".join(f"{METHODS[m].label} {METHODS[m].cap}" for m in methods if METHODS[m].needs_subsample)
-               + f": these run on a subsample of {len(sub_s)} evenly spaced slices x {len(sub_u)} evenly spaced units = "
-               f"{len(sub_s) * len(sub_u)} points (--max-points {max_points}); every method is scored on that subsample"
-               if is_sub else "every method runs on all points"))
-    C.log(f"compare: {note}", quiet)
+    return methods, skipped
 
-    valid_ks = [k for k in ks if k < len(sub_s) and k < len(sub_u)]
-    for k in ks:
-        if k not in valid_ks:
-            C.log(f"compare: k = {k} cannot be scored: it needs more than {k} slices and units in the "
-                  f"scored points ({len(sub_s)} x {len(sub_u)})", quiet)
 
-    rows, table, embeddings = [], [], {}
-    cache = {}  # the subsample's geodesic distances, computed once for the three graph methods
-    for m in methods:
-        method = METHODS[m]
-        on_sub = method.needs_subsample and is_sub
-        points = sub_trace if on_sub else trace
-        C.log(f"compare: {method.label} on {points.n_slices} x {points.n_units} = "
-              f"{points.n_slices * points.n_units} points...", quiet)
-        start = time.perf_counter()
-        reused = m.endswith("_graph") and "geodesics" in cache
-        try:
-            emb = embed(m, np.asarray(points.data), random_state=random_state, n_landmark=n_landmark,
-                        cache=cache)
-        except (MemoryError, np.linalg.LinAlgError, ArithmeticError) as exc:
-            skipped[m] = f"failed: {type(exc).__name__}: {exc}"
-            C.log(f"compare: {method.label} failed ({type(exc).__name__}: {exc}); left out", quiet)
-            continue
-        seconds = time.perf_counter() - start
-        if reused:
-            # each graph method's time as if run alone: the shared geodesics count for all three
-            seconds += cache["geodesics_seconds"]
-        emb = np.asarray(emb, dtype=np.float64)
-        embeddings[m] = (emb, points)
-        np.save(out / f"embedding_{m}.npy", emb.astype(np.float32))
-        scopes = [("subsample", emb if on_sub or not is_sub else emb[sub_rows], sub_trace)]
-        if not on_sub and is_sub:
-            scopes.append(("all", emb, trace))
-        wide = {"method": method.label, "seconds": seconds, "points": emb.shape[0],
-                "subsampled": f"yes: {method.cap}" if on_sub else "no"}
-        for scope, e, tr in scopes:
-            for space in ("normalized", "raw"):
-                for k in valid_ks if scope == "subsample" else [k for k in ks if k < tr.n_slices and k < tr.n_units]:
-                    score = neighbor_preservation(e, tr, k=k, space=space)
-                    rows.append({"method": m, "label": method.label, "scope": scope, "space": space, "k": k,
-                                 "intraslice": score["intraslice"], "interslice": score["interslice"],
-                                 "seconds": seconds, "embedded_points": emb.shape[0],
-                                 "embedded_slices": points.n_slices, "embedded_units": points.n_units})
-                    if scope == "subsample":
-                        tag = "" if space == "normalized" else "_raw"
-                        wide[f"intra{k}{tag}"] = score["intraslice"]
-                        wide[f"inter{k}{tag}"] = score["interslice"]
-        table.append(wide)
-        C.log(f"compare: {method.label}: {seconds:.1f} s; " + ", ".join(
-            f"{key} {wide[key]:.3f}" for key in wide if key.startswith(("intra", "inter")) and "raw" not in key), quiet)
+@dataclass
+class _Plan:
+    """The trace, the common subsample every method is scored on, and the scorable ks."""
 
+    trace: Trace
+    slices: np.ndarray
+    units: np.ndarray
+    ks: list
+    note: str
+
+    @property
+    def is_sub(self) -> bool:
+        return len(self.slices) < self.trace.n_slices or len(self.units) < self.trace.n_units
+
+    @cached_property
+    def sub_trace(self) -> Trace:
+        return C.slice_trace(self.trace, self.slices, self.units)
+
+    @property
+    def sub_rows(self) -> np.ndarray:
+        """The full embedding's rows of the subsample's points."""
+        return (self.slices[:, None] * self.trace.n_units + self.units[None, :]).ravel()
+
+    @classmethod
+    def of(cls, trace, methods, ks, max_points):
+        n_slices, n_units = trace.n_slices, trace.n_units
+        need = 2 * max(ks) + 1 if ks else 3
+        sub_s, sub_u = subsample(n_slices, n_units, max_points, min_slices=need, min_units=need)
+        is_sub = len(sub_s) < n_slices or len(sub_u) < n_units
+        capped = "; ".join(f"{METHODS[m].label} {METHODS[m].cap}" for m in methods if METHODS[m].needs_subsample)
+        note = (f"the trace has {n_slices} slices x {n_units} units = {n_slices * n_units} points; "
+                + (capped + f": these run on a subsample of {len(sub_s)} evenly spaced slices x {len(sub_u)} "
+                   f"evenly spaced units = {len(sub_s) * len(sub_u)} points (--max-points {max_points}); "
+                   "every method is scored on that subsample" if is_sub else "every method runs on all points"))
+        valid_ks = [k for k in ks if k < len(sub_s) and k < len(sub_u)]
+        return cls(trace, sub_s, sub_u, valid_ks, note)
+
+
+def _run_method(m, plan, ks, out, cache, *, n_landmark, random_state, quiet):
+    """Embed and score one method: ``(embedding, embedded trace, long rows, wide row)``, or why it
+    failed (a string)."""
+    method = METHODS[m]
+    on_sub = method.needs_subsample and plan.is_sub
+    points = plan.sub_trace if on_sub else plan.trace
+    C.log(f"compare: {method.label} on {points.n_slices} x {points.n_units} = "
+          f"{points.n_slices * points.n_units} points...", quiet)
+    start = time.perf_counter()
+    reused = m.endswith("_graph") and "geodesics" in cache
+    try:
+        emb = embed(m, np.asarray(points.data), random_state=random_state, n_landmark=n_landmark, cache=cache)
+    except (MemoryError, np.linalg.LinAlgError, ArithmeticError) as exc:
+        C.log(f"compare: {method.label} failed ({type(exc).__name__}: {exc}); left out", quiet)
+        return f"failed: {type(exc).__name__}: {exc}"
+    seconds = time.perf_counter() - start
+    if reused:
+        # each graph method's time as if run alone: the shared geodesics count for all three
+        seconds += cache["geodesics_seconds"]
+    emb = np.asarray(emb, dtype=np.float64)
+    np.save(out / f"embedding_{m}.npy", emb.astype(np.float32))
+    sub_trace = plan.sub_trace
+    scopes = [("subsample", emb if on_sub or not plan.is_sub else emb[plan.sub_rows], sub_trace, plan.ks)]
+    if not on_sub and plan.is_sub:
+        scopes.append(("all", emb, plan.trace, [k for k in ks if k < plan.trace.n_slices and k < plan.trace.n_units]))
+    wide = {"method": method.label, "seconds": seconds, "points": emb.shape[0],
+            "subsampled": f"yes: {method.cap}" if on_sub else "no"}
+    rows = _score(m, scopes, wide, {"seconds": seconds, "embedded_points": emb.shape[0],
+                                    "embedded_slices": points.n_slices, "embedded_units": points.n_units})
+    C.log(f"compare: {method.label}: {seconds:.1f} s; " + ", ".join(
+        f"{key} {wide[key]:.3f}" for key in wide if key.startswith(("intra", "inter")) and "raw" not in key), quiet)
+    return emb, points, rows, wide
+
+
+def _score(m, scopes, wide, extra) -> list[dict]:
+    """Neighbourhood preservation of one method in each scope, reference space and k: the long
+    rows; the subsample's scores also go into ``wide`` (``intra10``, ``inter10_raw``, ...)."""
+    from mphate.metrics import neighbor_preservation
+
+    rows = []
+    for scope, e, tr, scope_ks in scopes:
+        for space in ("normalized", "raw"):
+            for k in scope_ks:
+                score = neighbor_preservation(e, tr, k=k, space=space)
+                rows.append({"method": m, "label": METHODS[m].label, "scope": scope, "space": space, "k": k,
+                             "intraslice": score["intraslice"], "interslice": score["interslice"], **extra})
+                if scope == "subsample":
+                    tag = "" if space == "normalized" else "_raw"
+                    wide[f"intra{k}{tag}"] = score["intraslice"]
+                    wide[f"inter{k}{tag}"] = score["interslice"]
+    return rows
+
+
+def _write_outputs(out, plan, rows, table, embeddings, skipped, total, quiet) -> dict:
+    """Tables, figure and summary of the comparison; :func:`run`'s result."""
     files = {}
     files["scores"] = C.write_csv(out / "compare_scores.csv", rows)
     columns = ["method", "seconds", "points", "subsampled"] + [
-        f"{kind}{k}{tag}" for tag in ("", "_raw") for k in valid_ks for kind in ("intra", "inter")]
+        f"{kind}{k}{tag}" for tag in ("", "_raw") for k in plan.ks for kind in ("intra", "inter")]
     files["table"] = C.write_csv(out / "compare_table.csv", table, columns)
     if embeddings:
         files["figure"] = _figure(out / "compare.png", embeddings)
-    summary = {"experiment": "compare", "n_slices": n_slices, "n_units": n_units, "n_trace": data.shape[2],
-               "subsample": {"slices": sub_s, "units": sub_u, "note": note}, "ks": valid_ks,
+    trace = plan.trace
+    summary = {"experiment": "compare", "n_slices": trace.n_slices, "n_units": trace.n_units,
+               "n_trace": np.asarray(trace.data).shape[2],
+               "subsample": {"slices": plan.slices, "units": plan.units, "note": plan.note}, "ks": plan.ks,
                "skipped": skipped, "total_seconds": total.seconds}
     files["summary"] = C.write_json(out / "compare_summary.json", summary)
     for space, tag in (("normalized", ""), ("raw", "_raw")):
-        cols = ["method", "seconds"] + [f"{kind}{k}{tag}" for k in valid_ks for kind in ("intra", "inter")]
+        cols = ["method", "seconds"] + [f"{kind}{k}{tag}" for k in plan.ks for kind in ("intra", "inter")]
         C.log(f"\nneighbourhood preservation, reference space: {space} "
-              f"({len(sub_s)} slices x {len(sub_u)} units)\n" + C.markdown_table(table, cols), quiet)
+              f"({len(plan.slices)} slices x {len(plan.units)} units)\n" + C.markdown_table(table, cols), quiet)
     for m, why in skipped.items():
         C.log(f"skipped {METHODS[m].label}: {why}", quiet)
     C.log(f"compare: total {total.seconds:.0f} s", quiet)
-    return {"rows": rows, "table": table, "skipped": skipped, "note": note,
-            "subsample": (sub_s, sub_u), "files": {k: Path(v) for k, v in files.items()},
+    return {"rows": rows, "table": table, "skipped": skipped, "note": plan.note,
+            "subsample": (plan.slices, plan.units), "files": {k: Path(v) for k, v in files.items()},
             "seconds": total.seconds, "summary": summary}
 
 
