@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +62,7 @@ def load_result(cache_dir, key: str) -> dict | None:
             meta = json.loads(str(npz["meta"]))
             result = {k: npz[k] for k in _ARRAYS if k in npz.files}
             result["scalars"] = {k[len(_SCALAR):]: npz[k] for k in npz.files if k.startswith(_SCALAR)}
-    except (OSError, ValueError, KeyError, EOFError):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None  # torn or foreign file: recompute, and the new entry replaces it
     if meta.get("cache_version") != CACHE_VERSION or meta.get("key") != key:
         return None

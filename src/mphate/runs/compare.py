@@ -238,9 +238,10 @@ def compare_runs(runs, output, *, workers=None, scheduler=None, title: str | Non
 
     if int(max_points_per_panel) < 100:
         raise ValueError(f"max_points_per_panel must be at least 100, got {max_points_per_panel!r}")
+    check_executor(workers, scheduler)
+    params = embedding_params(mphate_params, workers)
     out = ensure_writable_dir(output)  # before any work, so a bad folder costs nothing
     options = {**DEFAULT_OPTIONS, **(options or {})}
-    params = embedding_params(mphate_params, workers)
     results = embed_runs(runs, cache_dir=out / "cache", workers=workers, scheduler=scheduler, quiet=quiet,
                          use_cache=use_cache, options=options, **mphate_params)
     rows = [row(r) for r in results]

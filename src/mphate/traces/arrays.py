@@ -72,7 +72,9 @@ class _StoreSlices:
 
     def __getitem__(self, key):
         key = key if isinstance(key, tuple) else (key,)
-        rows = range(self.shape[0])[key[0]] if key else range(self.shape[0])
+        first = key[0] if key else slice(None)
+        single = isinstance(first, (int, np.integer))  # an integer drops the slice axis
+        rows = [range(self.shape[0])[first]] if single else range(self.shape[0])[first]
         store = self._open()
         if len(rows) and max(rows) >= store.n_slices:
             raise ValueError(
@@ -82,7 +84,7 @@ class _StoreSlices:
         block = np.empty((len(rows), self.shape[1], self.shape[2]), dtype=self.dtype)
         for out_row, index in enumerate(rows):
             block[out_row] = store.read_slice(index)
-        return block[(slice(None),) + tuple(key[1:])]
+        return block[(0 if single else slice(None),) + tuple(key[1:])]
 
 
 def _open_store(source, strict: bool):

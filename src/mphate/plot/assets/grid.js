@@ -317,6 +317,8 @@
       setColoring(name) { select.value = name; state.coloring = name; drawAll(); },
       panelOrder() { return [...document.querySelectorAll("#panels .panel")].map(d => d.dataset.run); },
       pointsDrawn(name) { return state.drawn[name] || 0; },
+      // where point i of a run's panel is drawn, in CSS pixels from the canvas's top left
+      screenPoint(name, i) { const p = byName[name]; return [p.px[i], p.py[i]]; },
     };
     document.body.dataset.ready = "1";
   }
