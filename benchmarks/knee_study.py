@@ -57,7 +57,7 @@ def log_t(y):
 
 def record_spectra(path):
     from mphate import MPHATE
-    from mphate.experiments._train import train_generalization
+    from mphate.experiments.generalization import train_generalization
     from mphate.experiments.generalization import GENERALIZATION_VARIANTS
 
     os.makedirs(TRACES, exist_ok=True)
