@@ -128,7 +128,8 @@ class Comparison:
         Spearman rho of visualisation variance against memorisation error: {"rho", "p", "n"},
         or {"reason", ...} when it was not computed.
     paths : dict of str -> Path
-        "csv" (runs.csv), "summary" (summary.json), "png" (grid.png), "html" (index.html).
+        "csv" (runs.csv), "summary" (summary.json), "png" (grid.png; absent above
+        :data:`PNG_MAX_RUNS` runs), "html" (index.html).
     """
 
     results: list
@@ -195,6 +196,28 @@ def _write_summary(comparison: Comparison, params: dict, options: dict, path: Pa
     return path
 
 
+#: runs up to which grid.png has a row block per colouring (epoch, layer, class); above it,
+#: epoch only; above PNG_MAX_RUNS no PNG (one figure of thousands of axes helps no one; the
+#: page shows every run)
+PNG_ALL_COLORINGS_UP_TO = 12
+PNG_MAX_RUNS = 200
+
+
+def _write_png(panels, path: Path, paths: dict, *, title: str, dpi: int) -> None:
+    import warnings
+
+    from mphate.plot.grid import PNG_COLORINGS, shared_colorings, write_grid_png
+
+    if len(panels) > PNG_MAX_RUNS:
+        warnings.warn(f"{len(panels)} runs are too many for one figure (at most {PNG_MAX_RUNS}); "
+                      "grid.png is not written, index.html shows every run", UserWarning, stacklevel=3)
+        return
+    names = PNG_COLORINGS if len(panels) <= PNG_ALL_COLORINGS_UP_TO else ("epoch",)
+    colorings = [c for c in shared_colorings(panels) if c.name in names]
+    write_grid_png(panels, path, colorings=colorings or None, title=title, dpi=dpi)
+    paths["png"] = path
+
+
 def compare_runs(runs, output, *, workers=None, scheduler=None, title: str | None = None,
                  quiet: bool = False, use_cache: bool = True, dpi: int = 150,
                  max_points_per_panel: int = 20000, options=None, **mphate_params) -> Comparison:
@@ -207,7 +230,9 @@ def compare_runs(runs, output, *, workers=None, scheduler=None, title: str | Non
     output : path
         Folder (created) for ``index.html`` (one panel per run, shared colourings and colour
         scales, sortable table), ``grid.png`` (rows epoch | layer | most-active class),
-        ``runs.csv``, ``summary.json`` and ``cache/`` (one file per embedded run).
+        ``runs.csv``, ``summary.json`` and ``cache/`` (one file per embedded run). grid.png
+        has a block per colouring up to 12 runs, epoch only above that, and is left out above
+        200 runs (the page shows them all).
     workers, scheduler : optional
         Dask: ``workers=N`` starts a LocalCluster of N processes, ``scheduler=ADDRESS`` uses a
         running cluster; each run's embedding is one task, reading its trace on the worker.
@@ -234,7 +259,7 @@ def compare_runs(runs, output, *, workers=None, scheduler=None, title: str | Non
     row in the table and a "failed" panel; the other runs are unaffected.
     """
     from mphate.paths import ensure_writable_dir
-    from mphate.plot.grid import grid_html, write_grid_png
+    from mphate.plot.grid import grid_html
 
     if int(max_points_per_panel) < 100:
         raise ValueError(f"max_points_per_panel must be at least 100, got {max_points_per_panel!r}")
@@ -253,8 +278,7 @@ def compare_runs(runs, output, *, workers=None, scheduler=None, title: str | Non
     paths["summary"] = _write_summary(comparison, params, options, out / "summary.json")
     panels = [_panel(r) for r in results]
     title = title or "M-PHATE: runs compared"
-    paths["png"] = out / "grid.png"
-    write_grid_png(panels, paths["png"], title=title, dpi=dpi)
+    _write_png(panels, out / "grid.png", paths, title=title, dpi=dpi)
     table = {"columns": [{"key": k, "label": label, "kind": kind} for k, label, kind in COLUMNS], "rows": rows}
     page = grid_html(panels, table=table, title=title, notes=[note] if note else [],
                      summary=_summary_line(comparison, params), max_points_per_panel=int(max_points_per_panel))
