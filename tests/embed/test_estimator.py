@@ -9,7 +9,7 @@ from mphate import MPHATE, Trace
 from mphate.metrics import neighbor_preservation
 from mphate.traces.synthetic import make_trace
 
-DATA = Path(__file__).parent / "data" / "digits_trace_small.npz"
+DATA = Path(__file__).resolve().parents[1] / "data" / "digits_trace_small.npz"
 
 
 @pytest.fixture(scope="module")
