@@ -3,12 +3,15 @@
  * Reads the JSON in #mphate-data (written by mphate.plot.html.report_data). Points are
  * slice-major (point i = unit i % U at slice floor(i / U)), so "slices 0..k" is the prefix
  * of length (k + 1) * U of every per-point array: the slider just takes typed-array views.
+ *
+ * The page can also grow: window.mphateReport.update(data) replaces the payload (the live
+ * view calls it for every frame `mphate watch` pushes). An empty #mphate-data ("null") waits
+ * for the first update.
  */
 (function () {
   "use strict";
 
-  var D = JSON.parse(document.getElementById("mphate-data").textContent);
-  var S = D.n_slices, U = D.n_units, N = S * U;
+  var D = null, S = 0, U = 0, N = 0, views = [], colorings = {}, sliceText = [];
   var TYPES = { float32: Float32Array, uint8: Uint8Array, uint16: Uint16Array, int32: Int32Array };
 
   function decode(col) {
@@ -24,10 +27,6 @@
   }
 
   // ---- data ------------------------------------------------------------------------------
-  var views = D.views.map(function (v) {
-    return { name: v.name, dims: v.dims, coords: v.coords.map(decode), range: v.range };
-  });
-
   // every colouring as a Float32Array over all N points (categorical: category codes)
   function perPoint(c) {
     if (c.per === "point") return Float32Array.from(decode(c.values));
@@ -39,56 +38,79 @@
     }
     return out;
   }
-  var colorings = {};
-  D.colorings.forEach(function (c) { colorings[c.name] = Object.assign({ data: perPoint(c) }, c); });
 
-  // hover text, built once: layer / unit / epoch / that epoch's scalars / most-active class
-  var hover = (function () {
-    var sliceText = [], s, u, i, names = Object.keys(D.scalars);
-    for (s = 0; s < S; s++) {
+  // hover text: layer / unit / epoch / that epoch's scalars / most-active class, made when hovered
+  function hoverText(i) {
+    var s = Math.floor(i / U), u = i % U, cls = colorings["class"];
+    return "<b>" + D.unit_names[u] + "</b> (unit " + u + ")<br>" + sliceText[s] +
+      (cls ? "<br>most-active class " + cls.categories[cls.data[i]] : "");
+  }
+
+  // (re)read a payload: the report's one, or each frame of the live view
+  function ingest(data) {
+    D = data; S = D.n_slices; U = D.n_units; N = S * U;
+    views = D.views.map(function (v) {
+      return { name: v.name, dims: v.dims, coords: v.coords.map(decode), range: v.range };
+    });
+    colorings = {};
+    D.colorings.forEach(function (c) { colorings[c.name] = Object.assign({ data: perPoint(c) }, c); });
+    var names = Object.keys(D.scalars);
+    sliceText = [];
+    for (var s = 0; s < S; s++) {
       var t = "epoch " + fmt(D.epochs[s]);
       if (D.steps[s] !== D.epochs[s]) t += " (step " + D.steps[s] + ")";
       names.forEach(function (n) { t += "<br>" + n.replace(/_/g, " ") + " " + fmt(D.scalars[n][s]); });
       sliceText.push(t);
     }
-    var cls = colorings["class"], out = new Array(N);
-    for (s = 0, i = 0; s < S; s++) {
-      for (u = 0; u < U; u++, i++) {
-        out[i] = "<b>" + D.unit_names[u] + "</b> (unit " + u + ")<br>" + sliceText[s] +
-          (cls ? "<br>most-active class " + cls.categories[cls.data[i]] : "");
-      }
-    }
-    return out;
-  })();
+    binCache = {};
+    size = Math.max(2, Math.min(7, 320 / Math.sqrt(N)));
+    pastOpacity = Math.max(0.3, Math.min(0.85, 1.25 - 0.15 * Math.log10(N)));
+    frameMs = Math.max(40, Math.min(400, 8000 / S));
+  }
 
   // ---- state & controls ------------------------------------------------------------------
   var el = function (id) { return document.getElementById(id); };
   // hidden: colour bins (categories) switched off in the legend; currentIndex: points of "current"
-  var state = { color: D.colorings[0].name, view: 0, k: S - 1, trajectories: true, playing: false,
+  var state = { color: null, view: 0, k: 0, trajectories: true, playing: false,
                 hidden: {}, currentIndex: [] };
-
-  var layerText = D.layer_names ? ", " + D.layer_names.length + " layer" + (D.layer_names.length > 1 ? "s" : "") : "";
-  el("summary").textContent = N.toLocaleString() + " points: " + S + " slices \u00d7 " + U +
-    " units" + layerText + ", traced on " + D.n_trace + " inputs";
-
-  D.colorings.forEach(function (c) {
-    var o = document.createElement("option");
-    o.value = c.name;
-    o.textContent = c.name === "class" ? "most-active class" : c.label;
-    el("color-by").appendChild(o);
-  });
-  if (views.length > 1) {
-    views.forEach(function (v, i) {
-      var o = document.createElement("option");
-      o.value = String(i); o.textContent = v.name;
-      el("view").appendChild(o);
-    });
-    el("view-control").hidden = false;
-  }
   var slider = el("time-slider");
-  slider.max = String(S - 1);
-  slider.value = String(S - 1);
-  state.trajectories = el("trajectories").checked;
+
+  function fillOptions(select, items) {
+    // rebuilt only when the items change, so an open menu is not reset by every live frame
+    var key = JSON.stringify(items);
+    if (select.getAttribute("data-items") === key) return;
+    select.setAttribute("data-items", key);
+    select.innerHTML = "";
+    items.forEach(function (item) {
+      var o = document.createElement("option");
+      o.value = item[0]; o.textContent = item[1];
+      select.appendChild(o);
+    });
+  }
+
+  function syncControls() {
+    var layerText = D.layer_names ? ", " + D.layer_names.length + " layer" + (D.layer_names.length > 1 ? "s" : "") : "";
+    el("summary").textContent = N.toLocaleString() + " points: " + S + " slices \u00d7 " + U +
+      " units" + layerText + ", traced on " + D.n_trace + " inputs";
+    fillOptions(el("color-by"), D.colorings.map(function (c) {
+      return [c.name, c.name === "class" ? "most-active class" : c.label];
+    }));
+    if (!colorings[state.color]) { state.color = D.colorings[0].name; state.hidden = {}; }
+    el("color-by").value = state.color;
+    if (state.view >= views.length) state.view = 0;
+    fillOptions(el("view"), views.map(function (v, i) { return [String(i), v.name]; }));
+    el("view").value = String(state.view);
+    el("view-control").hidden = views.length < 2;
+    slider.max = String(S - 1);
+    slider.value = String(state.k);
+    el("trail-label").textContent = trailLength() < S ? " (last " + trailLength() + " slices)" : "";
+    if (!D.curves.length) {
+      el("loss-curves").innerHTML = '<p class="notice">No loss was logged with this trace.</p>';
+    } else {
+      var notice = el("loss-curves").querySelector(".notice");
+      if (notice) notice.remove();
+    }
+  }
 
   function timeLabel(k) {
     var t = "epoch " + fmt(D.epochs[k]);
@@ -101,8 +123,7 @@
   // points are split into colour bins, one single-colour trace each: categories for a
   // categorical colouring, D.continuous_colors.length value bins for a continuous one. Within
   // a bin points stay slice-major, so "slices 0..k" is again a prefix: binCounts[b][k + 1].
-  var size = Math.max(2, Math.min(7, 320 / Math.sqrt(N)));
-  var pastOpacity = Math.max(0.3, Math.min(0.85, 1.25 - 0.15 * Math.log10(N)));
+  var size = 2, pastOpacity = 0.5;  // set by ingest() from the number of points
   var NA_COLOR = "#bbbbbb";
   var binCache = {};
 
@@ -237,7 +258,7 @@
     var p = (ev.points || []).filter(function (q) { return pointIndex(q) >= 0; })[0];
     if (!p) { tooltip.hidden = true; return; }
     var i = pointIndex(p), e = ev.event || {};
-    tooltip.innerHTML = hover[i];
+    tooltip.innerHTML = hoverText(i);
     tooltip.hidden = false;
     var x = (e.clientX || 0) + 14, y = (e.clientY || 0) + 14;
     var w = tooltip.offsetWidth, h = tooltip.offsetHeight;
@@ -307,7 +328,10 @@
   var rendering = false, pending = false, renders = 0, waiters = [];
 
   function render() {
+    if (D === null) return;
     if (rendering) { pending = true; return; }
+    var waiting = el("waiting");
+    if (waiting) waiting.remove();
     rendering = true;
     el("time-label").textContent = timeLabel(state.k);
     var jobs = [Plotly.react(el("embedding"), embeddingTraces(), embeddingLayout(), config)];
@@ -333,7 +357,7 @@
   }
 
   // ---- play ------------------------------------------------------------------------------
-  var frameMs = Math.max(40, Math.min(400, 8000 / S));
+  var frameMs = 200;
   function setPlaying(on) {
     state.playing = on;
     el("play").innerHTML = on ? "&#10074;&#10074; Pause" : "&#9654; Play";
@@ -361,26 +385,8 @@
   slider.addEventListener("input", function () { setPlaying(false); setSlice(+slider.value); });
   el("play").addEventListener("click", function () { setPlaying(!state.playing); });
 
-  if (!D.curves.length) {
-    el("loss-curves").innerHTML = '<p class="notice">No loss was logged with this trace.</p>';
-  }
-
-  // a hook for tests and for scripting the page from the console
-  window.mphateReport = {
-    data: D, state: state, hoverText: function (i) { return hover[i]; }, setSlice: setSlice, whenIdle: whenIdle,
-    // points drawn now (all slices up to the slider's), summed over the colour-bin traces
-    pointsShown: function () {
-      return el("embedding").data.reduce(function (n, t) {
-        return n + (String(t.uid).indexOf("points-") === 0 ? t.x.length : 0);
-      }, 0);
-    },
-    setColor: function (name) { el("color-by").value = name; state.color = name; state.hidden = {}; render(); },
-    renders: function () { return renders; }
-  };
-
-  if (trailLength() < S) el("trail-label").textContent = " (last " + trailLength() + " slices)";
-  render();
-  whenIdle().then(function () {
+  // ---- the plots' own events, attached once each plot exists ---------------------------
+  function hookEmbedding() {
     // a legend click hides a category everywhere (past points, current slice, trajectories)
     el("embedding").on("plotly_legendclick", function (ev) {
       var uid = String(ev.data[ev.curveNumber].uid);
@@ -394,17 +400,55 @@
     el("embedding").on("plotly_legenddoubleclick", function () { return false; });
     el("embedding").on("plotly_hover", showTooltip);
     el("embedding").on("plotly_unhover", function () { tooltip.hidden = true; });
-  });
-  if (D.curves.length) {
-    whenIdle().then(function () {
-      // clicking a point of a loss curve jumps to that moment of training
-      el("loss-curves").on("plotly_click", function (ev) {
-        var p = (ev.points || []).filter(function (q) { return q.data.uid !== "loss-now"; })[0];
-        if (p) { setPlaying(false); setSlice(p.pointIndex); }
-      });
-      document.body.setAttribute("data-ready", "1");
+  }
+  var lossHooked = false;
+  function hookLossCurves() {
+    if (lossHooked || !el("loss-curves").on) return;
+    lossHooked = true;
+    // clicking a point of a loss curve jumps to that moment of training
+    el("loss-curves").on("plotly_click", function (ev) {
+      var p = (ev.points || []).filter(function (q) { return q.data.uid !== "loss-now"; })[0];
+      if (p) { setPlaying(false); setSlice(p.pointIndex); }
     });
+  }
+
+  // ---- new data: the first payload, or the next frame of a growing run ------------------
+  var started = false;
+  function update(data) {
+    // a viewer on the last slice follows the run; one looking back stays where it is
+    var following = D === null || state.k >= S - 1;
+    ingest(data);
+    state.k = following ? S - 1 : Math.min(state.k, S - 1);
+    syncControls();
+    render();
+    if (!started) {
+      started = true;
+      whenIdle().then(function () {
+        hookEmbedding();
+        document.body.setAttribute("data-ready", "1");
+      });
+    }
+    return whenIdle().then(hookLossCurves);
+  }
+
+  // a hook for tests, for scripting the page from the console, and for the live view
+  window.mphateReport = {
+    get data() { return D; }, state: state, hoverText: hoverText, setSlice: setSlice, whenIdle: whenIdle,
+    update: update,
+    // points drawn now (all slices up to the slider's), summed over the colour-bin traces
+    pointsShown: function () {
+      return (el("embedding").data || []).reduce(function (n, t) {
+        return n + (String(t.uid).indexOf("points-") === 0 ? t.x.length : 0);
+      }, 0);
+    },
+    setColor: function (name) { el("color-by").value = name; state.color = name; state.hidden = {}; render(); },
+    renders: function () { return renders; }
+  };
+
+  var initial = JSON.parse(el("mphate-data").textContent);
+  if (initial) {
+    update(initial);
   } else {
-    whenIdle().then(function () { document.body.setAttribute("data-ready", "1"); });
+    el("embedding").innerHTML = '<p class="notice" id="waiting">Waiting for the first slices\u2026</p>';
   }
 })();

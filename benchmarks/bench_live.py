@@ -1,0 +1,127 @@
+"""The live view's incremental embedding on a real run, replayed slice by slice.
+
+Replays the 300 x 384 digits trace (benchmarks/record_digits_trace.py: a 64-128-128-128-10
+MLP, one slice per epoch) into :class:`mphate.live.IncrementalMPHATE` one slice at a time, as
+``mphate watch`` does while a run trains, and measures
+
+* the time to add one slice out of sample (median, 90th percentile, max; refits excluded, as
+  the goal states: <= 0.5 s median, <= 2 s max on 2 cores),
+* every refit: why it ran, its time, and the Procrustes residual of its alignment to the
+  previous frame (extend frames have residual 0: their old points do not move),
+* after the last slice, neighbourhood preservation (k = 10, z-scored space, intra and inter)
+  of the extended embedding against a full fit of all 300 slices (goal: within 0.02),
+* the same for a "stale" replay that never refits after slice 150, to show what refits buy.
+
+    .venv/bin/python benchmarks/bench_live.py [--trace PATH.npz] [--slices 300] [--n-jobs 2]
+        [--no-stale] [--json OUT]
+
+The trace is recorded (about 90 s) into --trace when that file is missing. Timings on a
+machine other processes use are noisy: rerun on a quiet one.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mphate import MPHATE
+from mphate.live import IncrementalMPHATE
+from mphate.metrics import neighbor_preservation
+
+DEFAULT_TRACE = Path(os.environ.get("TMPDIR", "/tmp")) / "mphate-bench" / "digits_trace.npz"
+
+
+def load_trace(path: Path, n_slices: int) -> np.ndarray:
+    if not path.exists():
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from record_digits_trace import record
+
+        print(f"recording the digits trace into {path} (about 90 s)", flush=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, **record(epochs=max(300, n_slices), verbose=False))
+    with np.load(path) as npz:
+        return np.asarray(npz["trace"][:n_slices], dtype=np.float32)
+
+
+def replay(data: np.ndarray, estimator: MPHATE, stop_refits_after=None) -> tuple[IncrementalMPHATE, list]:
+    """Feed ``data`` slice by slice; returns the estimator and one record per frame."""
+    inc = IncrementalMPHATE(estimator)
+    records = []
+    for s in range(len(data)):
+        if stop_refits_after is not None and s == stop_refits_after:
+            inc.refit_growth = inc.refit_tolerance = None
+        inc.partial_fit(data[s])
+        frame = inc.last_frame_
+        if frame is None or frame.n_slices != s + 1:
+            continue
+        records.append(dict(n_slices=frame.n_slices, kind=frame.kind, extend_s=frame.extend_seconds,
+                            refit_s=frame.refit_seconds, residual=frame.residual,
+                            oos_error=frame.oos_error, reason=frame.reason))
+        if frame.kind == "refit":
+            residual = "-" if frame.residual is None else f"{frame.residual:.3f}"
+            print(f"  refit at {frame.n_slices:3d} slices: {frame.refit_seconds:5.2f} s, residual "
+                  f"{residual} ({frame.reason})", flush=True)
+    return inc, records
+
+
+def summarise(records: list) -> dict:
+    # the out-of-sample placement alone: every frame's extension part (a refit frame's too)
+    extend = np.array([r["extend_s"] for r in records if r["n_slices"] > records[0]["n_slices"]])
+    residuals = [r["residual"] for r in records if r["kind"] == "refit" and r["residual"] is not None]
+    return {
+        "extend_median_s": float(np.median(extend)),
+        "extend_p90_s": float(np.percentile(extend, 90)),
+        "extend_max_s": float(extend.max()),
+        "n_refits": sum(r["kind"] == "refit" for r in records),
+        "refit_total_s": float(sum(r["refit_s"] for r in records)),
+        "residual_median": float(np.median(residuals)) if residuals else None,
+        "residual_max": float(np.max(residuals)) if residuals else None,
+        "last_refit_at": max(r["n_slices"] for r in records if r["kind"] == "refit"),
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trace", type=Path, default=DEFAULT_TRACE)
+    parser.add_argument("--slices", type=int, default=300)
+    parser.add_argument("--n-jobs", type=int, default=2)
+    parser.add_argument("--no-stale", action="store_true", help="skip the replay without late refits")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args(argv)
+    data = load_trace(args.trace, args.slices)
+    print(f"trace {data.shape}; {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"n_jobs={args.n_jobs}", flush=True)
+
+    def estimator():
+        return MPHATE(random_state=0, n_jobs=args.n_jobs)
+
+    start = time.perf_counter()
+    full = estimator().fit_transform(data)
+    full_s = time.perf_counter() - start
+    reference = neighbor_preservation(full, data, k=10)
+    print(f"full fit of {len(data)} slices: {full_s:.1f} s, preservation {reference}", flush=True)
+    results = {"trace": list(data.shape), "n_jobs": args.n_jobs, "full_fit_s": full_s, "full": reference}
+    runs = [("live", None)] + ([] if args.no_stale else [("stale", len(data) // 2)])
+    for name, stop in runs:
+        print(f"{name} replay" + (f" (no refit after slice {stop})" if stop else ""), flush=True)
+        inc, records = replay(data, estimator(), stop)
+        summary = summarise(records)
+        summary["preservation"] = neighbor_preservation(inc.embedding_, data, k=10)
+        summary["minus_full"] = {k: summary["preservation"][k] - reference[k] for k in reference}
+        results[name] = summary
+        results[name + "_frames"] = records
+        print(json.dumps(summary, indent=1), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
