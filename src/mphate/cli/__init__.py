@@ -22,6 +22,7 @@ _COMMAND_MODULES = [
     "compare_runs",
     "export",
     "experiment",
+    "watch",
 ]
 
 

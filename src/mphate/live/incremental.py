@@ -299,6 +299,13 @@ class IncrementalMPHATE:
     def n_slices_(self) -> int:
         return 0 if getattr(self, "_raw", None) is None else self._raw.n
 
+    @property
+    def data_(self) -> np.ndarray:
+        """The slices so far as given, shape (n_slices_, n_units_, n_trace), float32 (a view)."""
+        if getattr(self, "_raw", None) is None:
+            raise AttributeError("data_ is available after the first partial_fit")
+        return self._raw.view()
+
     def fit(self, X, y=None):
         """Forget everything, then :meth:`partial_fit` ``X`` (array (n_slices, n_units, n_trace) or Trace)."""
         for name in ("_raw", "_features", "estimator_", "frames_"):
@@ -366,9 +373,12 @@ class IncrementalMPHATE:
         self._recent_quality: list[tuple[float, float]] = []
 
     # ------------------------------------------------------------------ refits
-    def _refit_reason(self) -> str:
-        n, n_fit = self.n_slices_, self.n_fit_slices_
-        if self.estimator_ is None:
+    def refit_due(self, n_new: int = 0) -> str:
+        """Why adding ``n_new`` more slices would end in a refit by the growth rules ("" if it
+        would not; the out-of-sample rule can only tell once they are placed)."""
+        n = self.n_slices_ + int(n_new)
+        n_fit = getattr(self, "n_fit_slices_", 0)
+        if getattr(self, "estimator_", None) is None:
             return "first fit" if n >= self.min_fit_slices else ""
         if n == n_fit:
             return ""
@@ -376,6 +386,12 @@ class IncrementalMPHATE:
             return f"{n - n_fit} slices since the last fit"
         if self.refit_growth is not None and n >= n_fit * (1 + self.refit_growth):
             return f"grown by {100 * (n - n_fit) / n_fit:.0f}% since the last fit"
+        return ""
+
+    def _refit_reason(self) -> str:
+        reason = self.refit_due()
+        if reason or self.estimator_ is None or self.n_slices_ == self.n_fit_slices_:
+            return reason
         error = self._oos_error()
         if self.refit_tolerance is not None and error is not None and error > self.refit_tolerance:
             return f"out-of-sample preservation {error:.3f} below the fit's"

@@ -123,25 +123,19 @@ def _asset(name: str) -> str:
     return resources.files("mphate.plot").joinpath("assets", name).read_text(encoding="utf-8")
 
 
-def _script_safe_json(data: dict) -> str:
+def script_safe_json(data: dict) -> str:
+    """``data`` as compact JSON that can sit inside a ``<script>`` element (or an SSE line)."""
     # "</" inside a <script> would end it early (a layer named "</script>"); "<\/" is the same JSON
     return json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
 
 
-def report_html(embedding, trace: Trace, *, title: str = "M-PHATE", embedding_3d=None,
-                webgl: bool | None = None) -> str:
-    """The whole report page as one HTML string (see :func:`report_data` for parameters)."""
-    offline = require("plotly.offline", _PURPOSE)
-    data = report_data(embedding, trace, title=title, embedding_3d=embedding_3d, webgl=webgl)
-    page = _asset("report.html")
-    replacements = {
-        "{{TITLE}}": html.escape(title),
-        "{{CSS}}": _asset("viewer.css"),
-        "{{PLOTLYJS}}": offline.get_plotlyjs(),
-        "{{DATA}}": _script_safe_json(data),
-        "{{VIEWERJS}}": _asset("viewer.js"),
-    }
-    # one pass, so text inside an inserted part (plotly.js, data) is never re-substituted
+_OFFLINE_FOOTER = "Works offline: everything is in this file."
+_LIVE_FOOTER = "Served by <code>mphate watch</code> from this machine; nothing is loaded from the network."
+
+
+def _fill(page: str, replacements: dict) -> str:
+    """Replace every ``{{NAME}}`` in one pass, so text inside an inserted part (plotly.js, the
+    data) is never substituted again."""
     out, pos = [], 0
     while True:
         start = page.find("{{", pos)
@@ -153,3 +147,44 @@ def report_html(embedding, trace: Trace, *, title: str = "M-PHATE", embedding_3d
         out.append(replacements[page[start:end]])
         pos = end
     return "".join(out)
+
+
+def _page(title: str, data_json: str, *, plotly: str, status: str = "", after: str = "",
+          footer: str = _OFFLINE_FOOTER) -> str:
+    return _fill(_asset("report.html"), {
+        "{{TITLE}}": html.escape(title),
+        "{{CSS}}": _asset("viewer.css"),
+        "{{STATUS}}": status,
+        "{{PLOTLY}}": plotly,
+        "{{DATA}}": data_json,
+        "{{VIEWERJS}}": _asset("viewer.js"),
+        "{{AFTER}}": after,
+        "{{FOOTER}}": footer,
+    })
+
+
+def report_html(embedding, trace: Trace, *, title: str = "M-PHATE", embedding_3d=None,
+                webgl: bool | None = None) -> str:
+    """The whole report page as one HTML string (see :func:`report_data` for parameters)."""
+    offline = require("plotly.offline", _PURPOSE)
+    data = report_data(embedding, trace, title=title, embedding_3d=embedding_3d, webgl=webgl)
+    return _page(title, script_safe_json(data), plotly=f"<script>\n{offline.get_plotlyjs()}\n</script>")
+
+
+def plotly_js() -> str:
+    """The plotly.js bundle of the installed ``plotly`` package (what every page draws with)."""
+    return require("plotly.offline", _PURPOSE).get_plotlyjs()
+
+
+#: where the live page loads plotly.js from (its server serves it: nothing from the network)
+LIVE_PLOTLY_PATH = "plotly.min.js"
+
+
+def live_page_html(title: str = "M-PHATE live") -> str:
+    """The page ``mphate watch`` serves: the report's viewer, empty until the first frame,
+    a status line, and the script that takes frames and status from the server's event
+    stream (``events``) and hands each frame to the viewer's ``update``."""
+    status = _asset("live_status.html")
+    after = f"<script>\n{_asset('live.js')}\n</script>"
+    return _page(title, "null", plotly=f'<script src="{LIVE_PLOTLY_PATH}"></script>', status=status,
+                 after=after, footer=_LIVE_FOOTER)
