@@ -8,8 +8,9 @@ Writes ``--runs`` synthetic trace stores (``mphate.traces.synthetic.make_trace``
 * ``workers=N`` for each N of ``--workers``: a fresh ``LocalCluster`` of N single-threaded
   processes, each embedding with cores/N threads, startup included in the wall time.
 
-For each it prints the wall time, the wall time per run, and the mean time one task took on
-its worker. ``--demo-size`` also times one run the size of ``mphate demo`` (300 x 384 x 100)
+For each it prints the wall time, the wall time per run, the mean time one task took on its
+worker, and the overhead: the wall time less the tasks' time shared over the workers (cluster
+startup, imports on fresh workers, results coming back). ``--demo-size`` also times one run the size of ``mphate demo`` (300 x 384 x 100)
 in-process on one thread: the unit of the 1,000-run arithmetic in docs/scaling.md. The load
 average is printed before and after: on a shared machine the numbers move with it.
 
@@ -56,8 +57,11 @@ def timed(paths, params, **where) -> dict:
     if failed:
         raise SystemExit(f"a run failed: {failed[0]}")
     task = [r["seconds"] for r in results]
+    # what the wall time holds beyond the tasks themselves, spread over the workers: cluster
+    # startup, imports on fresh workers, shipping results back, and the client's own work
+    overhead = wall - sum(task) / where.get("workers", 1)
     return {"wall_s": wall, "per_run_s": wall / len(paths), "task_mean_s": float(np.mean(task)),
-            "task_max_s": float(np.max(task))}
+            "task_max_s": float(np.max(task)), "overhead_s": overhead}
 
 
 def load() -> str:
@@ -108,7 +112,8 @@ def main(argv=None) -> int:
 
 def print_row(name: str, row: dict) -> None:
     print(f"  {name:<22} wall {row['wall_s']:7.1f} s   per run {row['per_run_s']:6.2f} s   "
-          f"one task {row['task_mean_s']:6.2f} s (max {row['task_max_s']:.2f})", flush=True)
+          f"one task {row['task_mean_s']:6.2f} s (max {row['task_max_s']:.2f})   "
+          f"overhead {row['overhead_s']:5.1f} s", flush=True)
 
 
 if __name__ == "__main__":
