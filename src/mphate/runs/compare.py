@@ -258,6 +258,7 @@ def compare_runs(runs, output, *, workers=None, scheduler=None, title: str | Non
     Comparison. A run that fails (unreadable, torn, too short for the parameters) is an error
     row in the table and a "failed" panel; the other runs are unaffected.
     """
+    from mphate.optional import require
     from mphate.paths import ensure_writable_dir
     from mphate.plot.grid import grid_html
 
@@ -265,6 +266,7 @@ def compare_runs(runs, output, *, workers=None, scheduler=None, title: str | Non
         raise ValueError(f"max_points_per_panel must be at least 100, got {max_points_per_panel!r}")
     check_executor(workers, scheduler)
     params = embedding_params(mphate_params, workers)
+    require("matplotlib", "compare-runs (its grid figure and page)")  # now, not after the embeddings
     out = ensure_writable_dir(output)  # before any work, so a bad folder costs nothing
     options = {**DEFAULT_OPTIONS, **(options or {})}
     results = embed_runs(runs, cache_dir=out / "cache", workers=workers, scheduler=scheduler, quiet=quiet,
