@@ -65,12 +65,17 @@ class _TraceLogic:
         run_id=None,
         fsync=True,
         attrs=None,
+        watch=False,
+        tensorboard=None,
+        wandb=None,
+        log_every=10,
     ):
         super().__init__()
         self._set_extraction(layers, layer_types, pre_activation, unit_reduce, batch_size)
         self._set_schedule(every_n_epochs, every_n_batches, record_on_train_begin)
         self._set_inputs(inputs, labels)
-        self._open_recorder(path, resume=resume, run_id=run_id, fsync=fsync, attrs=attrs)
+        self._open_recorder(path, resume=resume, run_id=run_id, fsync=fsync, attrs=attrs,
+                            live=dict(watch=watch, tensorboard=tensorboard, wandb=wandb, log_every=log_every))
 
     # --- options: one helper per group of constructor arguments ------------------------
     def _set_inputs(self, inputs, labels):
@@ -96,10 +101,10 @@ class _TraceLogic:
         self._extractor = None
         self._traced = None
 
-    def _open_recorder(self, path, *, resume, run_id, fsync, attrs):
+    def _open_recorder(self, path, *, resume, run_id, fsync, attrs, live):
         attrs = {"framework": "keras", "keras_backend": _keras().backend.backend(), **(attrs or {})}
         self.recorder = recorder_for_inputs(
-            path, self.inputs, self.labels, resume=resume, run_id=run_id, fsync=fsync, attrs=attrs
+            path, self.inputs, self.labels, resume=resume, run_id=run_id, fsync=fsync, attrs=attrs, **live
         )
         # optimiser steps seen, across fit() calls; a resumed store continues its count
         self.global_step = self.recorder.last_step or 0
@@ -203,6 +208,11 @@ class _TraceLogic:
         """Record a slice at the current step now; returns its index."""
         return self.recorder.record(self.global_step, self.activations(), epoch=epoch, **scalars)
 
+    @property
+    def live(self):
+        """The live view started by ``watch=``/``tensorboard=``/``wandb=``, or None."""
+        return self.recorder.live
+
     def to_trace(self):
         return self.recorder.to_trace()
 
@@ -283,6 +293,10 @@ _DOC = """Record a Keras model's hidden units on fixed trace inputs during ``fit
         Also record the untrained network (step 0) when ``fit`` starts.
     resume, run_id, fsync, attrs
         See :class:`mphate.capture.Recorder`.
+    watch, tensorboard, wandb, log_every
+        The live view: ``watch=True`` serves a page that grows with the run (address printed,
+        and in ``live.url``); ``tensorboard=writer`` / ``wandb=run`` log its picture every
+        ``log_every`` slices. See :class:`mphate.capture.Recorder`.
 
     Every slice carries Keras's numeric logs of that moment (loss, accuracy, and at epoch
     ends val_loss, ...) as scalars.

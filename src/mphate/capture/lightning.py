@@ -149,6 +149,22 @@ class _TraceLogic:
         return self.recorder.to_trace()
 
 
+def _trainer_experiment(trainer, kind: str):
+    """The Trainer's own SummaryWriter ("tensorboard") or wandb run ("wandb") for ``kind=True``."""
+    for logger in getattr(trainer, "loggers", None) or []:
+        experiment = getattr(logger, "experiment", None)
+        if kind == "tensorboard" and hasattr(experiment, "add_image"):
+            return experiment
+        if kind == "wandb" and hasattr(experiment, "define_metric"):
+            return experiment
+    if kind == "wandb":
+        return True  # the active wandb run, if any (the picture logger says if there is none)
+    raise ValueError(
+        "tensorboard=True needs a TensorBoardLogger on the Trainer (Trainer(logger=TensorBoardLogger(...))); "
+        "or pass a SummaryWriter or a log directory"
+    )
+
+
 def _build_callback_class():
     Callback = _lightning_callback_base()
 

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from mphate.optional import require
 from mphate.traces.store import MemoryStore, TraceStore, check_creatable, is_trace_store
 from mphate.traces.trace import Trace
 
@@ -59,6 +62,19 @@ class Recorder:
     trace_inputs_sha256 : str, optional
         Fingerprint of the trace inputs (see :func:`fingerprint`); a resume with different
         inputs is refused. Framework recorders fill it in.
+    watch : bool, int or dict, default False
+        Serve a live view of the store from this process (:func:`mphate.live.attach`): True
+        (http://127.0.0.1:8050/, or a free port if that one is taken), a port number, or a
+        dict of options. The embedding runs on a background thread at lowered priority; its
+        address is printed to stderr and kept in ``live.url``. Needs a ``path``.
+    tensorboard : SummaryWriter or log dir, optional
+        Log the live picture there every ``log_every`` slices (``add_image``).
+    wandb : wandb Run or True, optional
+        Log the live picture to this W&B run (True: the active one) every ``log_every`` slices.
+    log_every : int, default 10
+    live_options : dict, optional
+        Options of the live embedding for ``watch``/``tensorboard``/``wandb`` (estimator,
+        incremental, poll_interval; see :class:`mphate.live.session.LiveSession`).
 
     Examples
     --------
@@ -78,6 +94,11 @@ class Recorder:
         fsync=True,
         attrs=None,
         trace_inputs_sha256=None,
+        watch=False,
+        tensorboard=None,
+        wandb=None,
+        log_every=10,
+        live_options=None,
     ):
         self.path = None if path is None else Path(path)
         self.trace_labels = None if trace_labels is None else to_numpy(trace_labels)
@@ -97,13 +118,53 @@ class Recorder:
                     f"{self.path} already holds a trace store (run {other}, {n} slices); pass "
                     f"resume=True to append to it, or record into a new path"
                 )
-            self._store = TraceStore.open(self.path, mode="a", run_id=self._run_id, fsync=fsync)
+            self._store = self._open_for_append()
             self._check_same_inputs(self._store)
             self._run_id = self._store.run_id
         elif self.path is not None:
             check_creatable(self.path)  # fail now, not after the first epoch
         if self._run_id is None:
             self._run_id = uuid.uuid4().hex
+        self._listeners: list = []
+        self._listener_failed = False
+        self.live = None
+        if watch or tensorboard is not None or wandb is not None:
+            live = require("mphate.live", "watching a run live (watch=, tensorboard=, wandb=)")
+            self.live = live.attach(self, watch=watch, tensorboard=tensorboard, wandb=wandb, log_every=log_every,
+                                    options=live_options)
+
+    # --- listeners --------------------------------------------------------------------------
+    def add_listener(self, callback) -> None:
+        """Call ``callback(event)`` on the recording thread after each change of the store.
+
+        ``event`` is ``{"kind": "slice", "index": i, "step": step}`` after a slice is durable,
+        ``{"kind": "scalars", "index": i}`` after :meth:`log`, ``{"kind": "close"}`` on
+        :meth:`close`. Keep callbacks quick: they run inside the training loop. One that
+        raises is reported once as a warning and never breaks the recording.
+        """
+        self._listeners.append(callback)
+
+    def _notify(self, event: dict) -> None:
+        for callback in self._listeners:
+            try:
+                callback(event)
+            except Exception as exc:  # the live view must never stop a training run
+                if not self._listener_failed:
+                    self._listener_failed = True
+                    warnings.warn(f"a recorder listener failed ({type(exc).__name__}: {exc}); recording goes on",
+                                  RuntimeWarning, stacklevel=3)
+
+    def _open_for_append(self) -> TraceStore:
+        """Open the store for appending; retried briefly when it is busy, since a live view's
+        liveness probe holds a shared lock on it for a few microseconds now and then."""
+        for attempt in range(20):
+            try:
+                return TraceStore.open(self.path, mode="a", run_id=self._run_id, fsync=self.fsync)
+            except ValueError as exc:
+                if "already open for appending" not in str(exc) or attempt == 19:
+                    raise
+                time.sleep(0.05)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # --- state ------------------------------------------------------------------------------
     @property
@@ -173,7 +234,9 @@ class Recorder:
             self._store.check_layout(names, units, matrix.shape[1])
             if list(names) != list(self._store.layer_names):
                 matrix = self._reorder(names, units, matrix)
-        return self._store.append(matrix, step, epoch=epoch, scalars=scalars)
+        index = self._store.append(matrix, step, epoch=epoch, scalars=scalars)
+        self._notify({"kind": "slice", "index": index, "step": int(step)})
+        return index
 
     def log(self, slice_index=None, **scalars) -> None:
         """Attach scalars to a recorded slice (default: the last), e.g. a val_loss known later."""
@@ -181,11 +244,12 @@ class Recorder:
             raise ValueError("no slice has been recorded yet, so there is nothing to attach scalars to")
         self._reopen_if_closed()
         self._store.log_scalars(slice_index, **scalars)
+        self._notify({"kind": "scalars", "index": self._store.n_slices - 1 if slice_index is None else slice_index})
 
     def _reopen_if_closed(self) -> None:
         if isinstance(self._store, TraceStore) and self._store.mode != "a":
             # closed after an earlier fit(): take the append lock again
-            self._store = TraceStore.open(self.path, mode="a", run_id=self._run_id, fsync=self.fsync)
+            self._store = self._open_for_append()
 
     def _stack(self, activations):
         if not isinstance(activations, Mapping) or not activations:
@@ -262,9 +326,11 @@ class Recorder:
         return self._store.to_trace()
 
     def close(self) -> None:
-        """Release the store (its append lock and file handles)."""
+        """Release the store (its append lock and file handles). A live view keeps serving
+        (its page then says the writer stopped); ``live.stop()`` ends it."""
         if self._store is not None:
             self._store.close()
+        self._notify({"kind": "close"})
 
     def __enter__(self):
         return self
@@ -288,8 +354,11 @@ def per_input_labels(labels, n_trace: int):
     return labels
 
 
-def recorder_for_inputs(path, inputs, labels, *, resume, run_id, fsync, attrs) -> Recorder:
-    """The Recorder a framework recorder writes through, tied to its trace ``inputs``."""
+def recorder_for_inputs(path, inputs, labels, *, resume, run_id, fsync, attrs, **live) -> Recorder:
+    """The Recorder a framework recorder writes through, tied to its trace ``inputs``.
+
+    ``live``: the live-view options (watch, tensorboard, wandb, log_every), passed on.
+    """
     return Recorder(
         path,
         trace_labels=labels,
@@ -298,4 +367,5 @@ def recorder_for_inputs(path, inputs, labels, *, resume, run_id, fsync, attrs) -
         fsync=fsync,
         attrs=attrs,
         trace_inputs_sha256=fingerprint(inputs),
+        **live,
     )

@@ -62,6 +62,10 @@ class TorchRecorder:
         Trace inputs run through the model in chunks of this size.
     resume, run_id, fsync, attrs
         See :class:`mphate.capture.Recorder`.
+    watch, tensorboard, wandb, log_every
+        The live view: ``watch=True`` serves a page that grows with the run (its address is
+        printed and kept in ``live.url``); ``tensorboard=writer`` / ``wandb=run`` log its
+        picture every ``log_every`` slices. See :class:`mphate.capture.Recorder`.
 
     Examples
     --------
@@ -90,6 +94,10 @@ class TorchRecorder:
         run_id=None,
         fsync=True,
         attrs=None,
+        watch=False,
+        tensorboard=None,
+        wandb=None,
+        log_every=10,
     ):
         self._torch = torch = require("torch", "PyTorch capture")
         if not isinstance(model, torch.nn.Module):
@@ -112,7 +120,8 @@ class TorchRecorder:
             attrs = {}
         attrs = {"framework": "torch", "layer_types": {n: type(m).__name__ for n, m in self.modules.items()}, **attrs}
         self.recorder = recorder_for_inputs(
-            path, self.inputs, self.labels, resume=resume, run_id=run_id, fsync=fsync, attrs=attrs
+            path, self.inputs, self.labels, resume=resume, run_id=run_id, fsync=fsync, attrs=attrs,
+            watch=watch, tensorboard=tensorboard, wandb=wandb, log_every=log_every,
         )
 
     # --- configuration checks ---------------------------------------------------------------
@@ -189,6 +198,15 @@ class TorchRecorder:
     @property
     def store(self):
         return self.recorder.store
+
+    @property
+    def path(self):
+        return self.recorder.path
+
+    @property
+    def live(self):
+        """The live view started by ``watch=``/``tensorboard=``/``wandb=`` (``.url``, ``.stop()``), or None."""
+        return self.recorder.live
 
     def activations(self) -> dict:
         """Each traced layer's units on the trace inputs now: ``{name: ndarray (n_trace, n_units)}``.
