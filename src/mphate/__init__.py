@@ -21,7 +21,17 @@ __all__ = [
     "load_trace",
     "save_npz",
     "select_trace_inputs",
+    "compare_runs",
     "__version__",
 ]
+
+
+def __getattr__(name):
+    # imported on first use: comparing runs pulls in plotting and, when asked, Dask
+    if name == "compare_runs":
+        from mphate.runs import compare_runs
+
+        return compare_runs
+    raise AttributeError(f"module 'mphate' has no attribute {name!r}")
 
 _compat.install()
