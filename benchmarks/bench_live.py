@@ -12,8 +12,14 @@ MLP, one slice per epoch) into :class:`mphate.live.IncrementalMPHATE` one slice 
   of the extended embedding against a full fit of all 300 slices (goal: within 0.02),
 * the same for a "stale" replay that never refits after slice 150, to show what refits buy.
 
+With ``--overhead``, instead: what ``watch=True`` costs a training loop. The digits MLP is
+trained for ``--epochs`` epochs (one slice per epoch) twice in this process, without and with
+``TorchRecorder(..., watch=True)``, one torch thread each, and the optimiser steps are timed.
+The live session embeds in the background meanwhile (niced, one thread).
+
     .venv/bin/python benchmarks/bench_live.py [--trace PATH.npz] [--slices 300] [--n-jobs 2]
         [--no-stale] [--json OUT]
+    .venv/bin/python benchmarks/bench_live.py --overhead [--epochs 60] [--json OUT]
 
 The trace is recorded (about 90 s) into --trace when that file is missing. Timings on a
 machine other processes use are noisy: rerun on a quiet one.
@@ -62,11 +68,13 @@ def replay(data: np.ndarray, estimator: MPHATE, stop_refits_after=None) -> tuple
             continue
         records.append(dict(n_slices=frame.n_slices, kind=frame.kind, extend_s=frame.extend_seconds,
                             refit_s=frame.refit_seconds, residual=frame.residual,
-                            oos_error=frame.oos_error, reason=frame.reason))
+                            oos_error=frame.oos_error, reason=frame.reason, layout=frame.layout,
+                            stress=frame.stress))
         if frame.kind == "refit":
             residual = "-" if frame.residual is None else f"{frame.residual:.3f}"
-            print(f"  refit at {frame.n_slices:3d} slices: {frame.refit_seconds:5.2f} s, residual "
-                  f"{residual} ({frame.reason})", flush=True)
+            stress = "" if not frame.stress else " stress warm {warm:.4f} / cold {cold:.4f},".format(**frame.stress)
+            print(f"  refit at {frame.n_slices:3d} slices: {frame.refit_seconds:5.2f} s, {frame.layout} layout,"
+                  f"{stress} residual {residual} ({frame.reason})", flush=True)
     return inc, records
 
 
@@ -86,6 +94,68 @@ def summarise(records: list) -> dict:
     }
 
 
+def train(epochs: int, store: Path, watch: bool) -> dict:
+    """Train the digits MLP for ``epochs`` epochs, one slice per epoch; time every step."""
+    import torch
+
+    from mphate import TorchRecorder, select_trace_inputs
+    from mphate.traces.datasets import load_digits_split
+
+    torch.manual_seed(0)
+    X_train, y_train, _, _ = load_digits_split()
+    X_trace, y_trace = select_trace_inputs(X_train, y_train)
+    widths = [64, 128, 128, 128]
+    layers = []
+    for a, b in zip(widths[:-1], widths[1:]):
+        layers += [torch.nn.Linear(a, b), torch.nn.LeakyReLU(0.1)]
+    model = torch.nn.Sequential(*layers, torch.nn.Linear(128, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    X, y = torch.from_numpy(X_train), torch.from_numpy(y_train)
+    rec = TorchRecorder(model, X_trace, store, labels=y_trace, layers=["0", "2", "4"], fsync=False,
+                        watch={"port": 0, "quiet": True} if watch else False)
+    steps, record_s = [], []
+    start = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        for batch in torch.randperm(len(X)).split(64):
+            t0 = time.perf_counter()
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(X[batch]), y[batch]).backward()
+            opt.step()
+            steps.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        rec.record(step=epoch, epoch=epoch)
+        record_s.append(time.perf_counter() - t0)
+    total = time.perf_counter() - start
+    status = rec.live.session.status if rec.live else {}
+    rec.close()
+    if rec.live:
+        rec.live.stop()
+    steps = np.array(steps)
+    return {"watch": watch, "step_median_ms": 1e3 * float(np.median(steps)), "step_mean_ms": 1e3 * float(steps.mean()),
+            "step_p90_ms": 1e3 * float(np.percentile(steps, 90)), "record_median_ms": 1e3 * float(np.median(record_s)),
+            "train_s": total, "frames": status.get("frames"), "embedded": status.get("embedded")}
+
+
+def overhead(epochs: int) -> dict:
+    import tempfile
+
+    import torch
+
+    torch.set_num_threads(1)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for watch in (False, True, False, True):  # alternate, so background load hits both alike
+            run = train(epochs, Path(tmp) / f"run{len(results)}.trace", watch)
+            print(json.dumps(run), flush=True)
+            results.setdefault("watch" if watch else "plain", []).append(run)
+    plain = np.median([r["step_mean_ms"] for r in results["plain"]])
+    watched = np.median([r["step_mean_ms"] for r in results["watch"]])
+    results["step_mean_overhead"] = float(watched / plain - 1)
+    print(f"mean step {plain:.3f} ms without, {watched:.3f} ms with watch=True: "
+          f"{100 * results['step_mean_overhead']:+.1f} %", flush=True)
+    return results
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trace", type=Path, default=DEFAULT_TRACE)
@@ -93,7 +163,14 @@ def main(argv=None) -> int:
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--no-stale", action="store_true", help="skip the replay without late refits")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--overhead", action="store_true", help="measure what watch=True costs a training step")
+    parser.add_argument("--epochs", type=int, default=60, help="epochs of each --overhead run")
     args = parser.parse_args(argv)
+    if args.overhead:
+        results = overhead(args.epochs)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1))
+        return 0
     data = load_trace(args.trace, args.slices)
     print(f"trace {data.shape}; {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"n_jobs={args.n_jobs}", flush=True)

@@ -16,9 +16,11 @@ Update rule (docs/live.md says why and what it costs):
   out-of-sample error grows: the intraslice neighbourhood preservation (k = 10) of the last
   ``error_window`` extended slices falls more than ``refit_tolerance`` below that of the last
   fit's own final slices.
-* **Align.** A refit is mapped onto the previous frame by orthogonal Procrustes (rotation,
-  reflection, uniform scale, shift) on the points both frames share, so the picture does not
-  flip or jump; the residual of that alignment is reported with the frame.
+* **Align.** A refit's metric MDS is started again from where its landmarks' points are
+  drawn now (kept if its stress is within ``warm_slack`` of the fit's own layout), then
+  mapped onto the previous frame by orthogonal Procrustes (rotation, reflection, uniform
+  scale, shift) on the points both frames share, so the picture does not flip or jump; the
+  residual of that alignment is reported with the frame.
 """
 from __future__ import annotations
 
@@ -69,6 +71,11 @@ class Frame:
         Why a refit ran ("first fit", "grown by 25%", ...), or "".
     warnings : list of str
         Warnings the refit raised (e.g. an ambiguous knee of the entropy curve).
+    layout : {"warm", "cold", ""}
+        Refit frames: whether the metric MDS kept the start from the previous frame ("warm")
+        or the fit's own layout ("cold"; also the first fit).
+    stress : dict or None
+        Refit frames with a warm start: Kruskal stress of the "warm" and "cold" layouts.
     """
 
     kind: str
@@ -81,6 +88,8 @@ class Frame:
     oos_error: float | None = None
     reason: str = ""
     warnings: list = field(default_factory=list)
+    layout: str = ""
+    stress: dict | None = None
 
 
 class _GrowingArray:
@@ -162,22 +171,32 @@ def history_preservation(features: np.ndarray, coords: np.ndarray, k: int = 10) 
     return float(np.take_along_axis(reference, nearest(coords), axis=1).mean())
 
 
-def landmark_smacof(estimator, init: np.ndarray, max_iter: int = 300, tol: float = 1e-3) -> np.ndarray:
+def landmark_distances(estimator) -> np.ndarray:
+    """The potential distances between a fitted estimator's landmarks, (n_landmark, n_landmark):
+    what its own metric MDS fits (``P_L^t`` of its spectrum, transformed by its gamma)."""
+    potential = diffusion.potential(estimator.spectrum_.power(estimator.t_), estimator.gamma, inplace=True)
+    return mds.pairwise_distances(potential, dtype=np.float32)
+
+
+def warm_layout(estimator, init: np.ndarray, distances: np.ndarray) -> tuple[np.ndarray, float, float]:
     """Metric MDS of a fitted estimator's landmarks started from ``init`` (n_landmark, n_components).
 
-    The potential distances are those the estimator's own metric MDS would use (``P_L^t`` of
-    its spectrum, its gamma). Started from where the landmarks' points are drawn now, SMACOF
-    settles in the stress minimum nearest the current picture: on the digits run this cut
-    the refits' Procrustes residual from 0.54-0.74 to 0.12-0.30 at the same neighbourhood
-    preservation (docs/live.md). Until the estimator takes an initial layout itself, this
-    repeats its last stage with the core's own functions.
+    Started from where the landmarks' points are drawn now, SMACOF settles in the stress
+    minimum nearest the current picture: on the digits run this cut the refits' Procrustes
+    residual from 0.54-0.74 to 0.10-0.30 at the same neighbourhood preservation
+    (docs/live.md). Until the estimator takes an initial layout itself, this repeats its last
+    stage with the core's own functions.
+
+    Returns
+    -------
+    coords : ndarray, shape (n_landmark, n_components)
+    warm_stress, cold_stress : float
+        Kruskal stress of this layout and of the estimator's own (cold-started) one.
     """
-    potential = diffusion.potential(estimator.spectrum_.power(estimator.t_), estimator.gamma, inplace=True)
-    distances = mds.pairwise_distances(potential, dtype=np.float32)
-    del potential
-    coords, _ = mds.smacof(distances, init, max_iter=max_iter, tol=tol, n_threads=runtime.resolve_threads(
-        estimator.n_jobs, estimator.n_slices_ * estimator.n_units_))
-    return coords
+    threads = runtime.resolve_threads(estimator.n_jobs, estimator.n_slices_ * estimator.n_units_)
+    coords, _ = mds.smacof(distances, init, max_iter=estimator.mds_max_iter, tol=estimator.mds_tol,
+                           n_threads=threads)
+    return coords, mds.stress(distances, coords), mds.stress(distances, estimator.landmark_embedding_)
 
 
 def _row_normalize(matrix: sp.csr_matrix) -> sp.csr_matrix:
@@ -228,6 +247,11 @@ class IncrementalMPHATE:
     min_fit_slices : int, default 2
         Slices needed for the first fit. Until the run has more slices than the estimator's
         ``interslice_knn``, fits use ``interslice_knn = n_slices - 1``.
+    warm_slack : float or None, default 0.05
+        A refit's metric MDS is run a second time from the previous frame's positions, and
+        that layout is kept when its stress is at most ``1 + warm_slack`` times the fit's
+        own; otherwise the fit's own layout is shown (aligned all the same). None: always the
+        fit's own layout (larger jumps at refits).
     landmark_share : float or None, default 0.125
         A refit uses at most this share of the points as landmarks (at least
         ``MIN_LIVE_LANDMARKS``, at most the estimator's ``n_landmark``). Early in a run the
@@ -252,7 +276,7 @@ class IncrementalMPHATE:
     """
 
     def __init__(self, estimator=None, *, refit_growth=0.25, refit_every=None, refit_tolerance=0.05,
-                 error_window=3, min_fit_slices=2, landmark_share=0.125):
+                 error_window=3, min_fit_slices=2, warm_slack=0.05, landmark_share=0.125):
         self.estimator = estimator
         self.refit_growth = refit_growth
         self.refit_every = refit_every
@@ -260,11 +284,14 @@ class IncrementalMPHATE:
         self.error_window = error_window
         self.min_fit_slices = min_fit_slices
         self.landmark_share = landmark_share
+        self.warm_slack = warm_slack
 
     # ------------------------------------------------------------------ checks
     def _check_params(self):
         if self.estimator is not None and not isinstance(self.estimator, MPHATE):
             raise ValueError(f"estimator must be an MPHATE instance; got {type(self.estimator).__name__}")
+        if self.warm_slack is not None and not (np.isscalar(self.warm_slack) and self.warm_slack >= 0):
+            raise ValueError(f"warm_slack must be None or a number >= 0; got {self.warm_slack!r}")
         for name in ("refit_growth", "refit_tolerance", "landmark_share"):
             value = getattr(self, name)
             if value is not None and not (np.isscalar(value) and np.isfinite(value) and value > 0):
@@ -409,16 +436,21 @@ class IncrementalMPHATE:
         start = time.perf_counter()
         n = self.n_slices_
         template = self._template()
-        # the fit stops at classical MDS; metric MDS then starts from the previous frame
         estimator = clone(template).set_params(interslice_knn=min(template.interslice_knn, n - 1),
-                                               n_landmark=self._n_landmark(n * self.n_units_), mds="classic")
+                                               n_landmark=self._n_landmark(n * self.n_units_))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             estimator.fit(self._raw.view())
-        landmarks = estimator.landmark_embedding_
-        if template.mds == "metric":
-            init = self._warm_start(estimator, previous) if len(previous) else landmarks
-            landmarks = landmark_smacof(estimator, init, template.mds_max_iter, template.mds_tol)
+        landmarks, frame.layout = estimator.landmark_embedding_, "cold"
+        if template.mds == "metric" and len(previous) and self.warm_slack is not None:
+            # a second metric MDS, started from the previous frame; kept unless it fits the
+            # distances clearly worse than the fit's own (a chain of warm starts can drift
+            # into a poorer minimum: then the picture is allowed to jump once)
+            warm, warm_stress, cold_stress = warm_layout(estimator, self._warm_start(estimator, previous),
+                                                         landmark_distances(estimator))
+            frame.stress = {"warm": warm_stress, "cold": cold_stress}
+            if warm_stress <= (1 + self.warm_slack) * cold_stress:
+                landmarks, frame.layout = warm, "warm"
         fitted = np.asarray(estimator.landmark_operator_.point_to_landmark @ landmarks)
         if len(previous):
             self.transform_, residual = procrustes(previous, fitted[: len(previous)])

@@ -36,7 +36,7 @@
     text("live-activity", s.activity === "fitting" ? "fitting" : s.activity === "error" ? "error" : "idle");
     var message = s.message || "";
     if (!message && s.last_frame && s.last_frame.kind === "refit" && s.last_frame.residual !== null) {
-      message = "last refit aligned to the previous frame (residual " + fmt(s.last_frame.residual) + ")";
+      message = "last refit aligned to the previous frame (Procrustes residual " + (+s.last_frame.residual).toFixed(2) + ")";
     }
     text("live-message", message);
   }
