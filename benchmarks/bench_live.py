@@ -144,8 +144,8 @@ def overhead(epochs: int) -> dict:
     torch.set_num_threads(1)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for watch in (False, True, False, True):  # alternate, so background load hits both alike
-            run = train(epochs, Path(tmp) / f"run{len(results)}.trace", watch)
+        for index, watch in enumerate((False, True, False, True)):  # alternate: background load hits both
+            run = train(epochs, Path(tmp) / f"run{index}.trace", watch)
             print(json.dumps(run), flush=True)
             results.setdefault("watch" if watch else "plain", []).append(run)
     plain = np.median([r["step_mean_ms"] for r in results["plain"]])
