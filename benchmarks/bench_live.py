@@ -13,13 +13,15 @@ MLP, one slice per epoch) into :class:`mphate.live.IncrementalMPHATE` one slice 
 * the same for a "stale" replay that never refits after slice 150, to show what refits buy.
 
 With ``--overhead``, instead: what ``watch=True`` costs a training loop. The digits MLP is
-trained for ``--epochs`` epochs (one slice per epoch) twice in this process, without and with
-``TorchRecorder(..., watch=True)``, one torch thread each, and the optimiser steps are timed.
-The live session embeds in the background meanwhile (niced, one thread).
+trained for ``--epochs`` epochs (one slice per epoch) in this process, without
+``watch``, with ``watch=True`` (the live session in a child process, the default) and with
+``watch={"worker": "thread"}`` (on a thread of this process), interleaved, three times each,
+one torch thread, and the optimiser steps are timed. The live session embeds meanwhile
+(niced, one thread).
 
     .venv/bin/python benchmarks/bench_live.py [--trace PATH.npz] [--slices 300] [--n-jobs 2]
         [--no-stale] [--json OUT]
-    .venv/bin/python benchmarks/bench_live.py --overhead [--epochs 60] [--json OUT]
+    .venv/bin/python benchmarks/bench_live.py --overhead [--epochs 150] [--json OUT]
 
 The trace is recorded (about 90 s) into --trace when that file is missing. Timings on a
 machine other processes use are noisy: rerun on a quiet one.
@@ -94,8 +96,11 @@ def summarise(records: list) -> dict:
     }
 
 
-def train(epochs: int, store: Path, watch: bool) -> dict:
-    """Train the digits MLP for ``epochs`` epochs, one slice per epoch; time every step."""
+def train(epochs: int, store: Path, watch: str) -> dict:
+    """Train the digits MLP for ``epochs`` epochs, one slice per epoch; time every step.
+
+    ``watch``: "off", or the live worker ("process" or "thread") of ``watch=True``.
+    """
     import torch
 
     from mphate import TorchRecorder, select_trace_inputs
@@ -112,7 +117,7 @@ def train(epochs: int, store: Path, watch: bool) -> dict:
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     X, y = torch.from_numpy(X_train), torch.from_numpy(y_train)
     rec = TorchRecorder(model, X_trace, store, labels=y_trace, layers=["0", "2", "4"], fsync=False,
-                        watch={"port": 0, "quiet": True} if watch else False)
+                        watch={"port": 0, "quiet": True, "worker": watch} if watch != "off" else False)
     steps, record_s = [], []
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):
@@ -126,7 +131,7 @@ def train(epochs: int, store: Path, watch: bool) -> dict:
         rec.record(step=epoch, epoch=epoch)
         record_s.append(time.perf_counter() - t0)
     total = time.perf_counter() - start
-    status = rec.live.session.status if rec.live else {}
+    status = dict(rec.live.status) if rec.live else {}
     rec.close()
     if rec.live:
         rec.live.stop()
@@ -136,23 +141,27 @@ def train(epochs: int, store: Path, watch: bool) -> dict:
             "train_s": total, "frames": status.get("frames"), "embedded": status.get("embedded")}
 
 
-def overhead(epochs: int) -> dict:
+def overhead(epochs: int, repeats: int = 3) -> dict:
     import tempfile
 
     import torch
 
     torch.set_num_threads(1)
     results = {}
+    modes = ("off", "process", "thread") * repeats  # interleaved: background load hits all alike
     with tempfile.TemporaryDirectory() as tmp:
-        for index, watch in enumerate((False, True, False, True)):  # alternate: background load hits both
+        for index, watch in enumerate(modes):
             run = train(epochs, Path(tmp) / f"run{index}.trace", watch)
             print(json.dumps(run), flush=True)
-            results.setdefault("watch" if watch else "plain", []).append(run)
-    plain = np.median([r["step_mean_ms"] for r in results["plain"]])
-    watched = np.median([r["step_mean_ms"] for r in results["watch"]])
-    results["step_mean_overhead"] = float(watched / plain - 1)
-    print(f"mean step {plain:.3f} ms without, {watched:.3f} ms with watch=True: "
-          f"{100 * results['step_mean_overhead']:+.1f} %", flush=True)
+            results.setdefault(watch, []).append(run)
+    plain = np.median([r["step_mean_ms"] for r in results["off"]])
+    for worker in ("process", "thread"):
+        watched = np.median([r["step_mean_ms"] for r in results[worker]])
+        results[f"step_mean_overhead_{worker}"] = float(watched / plain - 1)
+        embedded = [r["embedded"] for r in results[worker]]
+        print(f"mean step {plain:.3f} ms without, {watched:.3f} ms with watch=True on a {worker} worker: "
+              f"{100 * results[f'step_mean_overhead_{worker}']:+.1f} % (slices embedded by the end: {embedded})",
+              flush=True)
     return results
 
 
@@ -164,7 +173,7 @@ def main(argv=None) -> int:
     parser.add_argument("--no-stale", action="store_true", help="skip the replay without late refits")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--overhead", action="store_true", help="measure what watch=True costs a training step")
-    parser.add_argument("--epochs", type=int, default=60, help="epochs of each --overhead run")
+    parser.add_argument("--epochs", type=int, default=150, help="epochs of each --overhead run")
     args = parser.parse_args(argv)
     if args.overhead:
         results = overhead(args.epochs)

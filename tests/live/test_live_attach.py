@@ -25,12 +25,16 @@ def status(rec):
         return json.loads(response.read())
 
 
-def test_torch_recorder_watch_serves_the_growing_run(tmp_path):
+@pytest.mark.parametrize("worker", ["process", "thread"])
+def test_torch_recorder_watch_serves_the_growing_run(tmp_path, worker):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(8, 12), torch.nn.ReLU(), torch.nn.Linear(12, 6))
     inputs = torch.randn(10, 8)
-    rec = TorchRecorder(model, inputs, tmp_path / "run.trace", labels=np.arange(10) % 2, watch=FAST)
+    rec = TorchRecorder(model, inputs, tmp_path / "run.trace", labels=np.arange(10) % 2,
+                        watch={**FAST, "worker": worker})
     try:
+        if worker == "process":  # the session runs in a child of this process, not beside training
+            assert rec.live.process.pid != os.getpid() and rec.live.alive
         assert rec.live.url.startswith("http://127.0.0.1:")
         assert status(rec)["state"] == "waiting"  # nothing recorded yet: the store does not exist
         for step in range(5):
@@ -41,7 +45,8 @@ def test_torch_recorder_watch_serves_the_growing_run(tmp_path):
         while status(rec).get("embedded") != 5:
             assert time.monotonic() < deadline, status(rec)
             time.sleep(0.05)
-        assert status(rec)["writer"] == "alive" and rec.live.session.status["frames"] >= 1
+        assert status(rec)["writer"] == "alive" and rec.live.status["frames"] >= 1
+        assert rec.live.status["n_slices"] == 5
         rec.close()
         deadline = time.monotonic() + 30
         while status(rec)["writer"] != "gone":  # closed: the page says the run stopped, and stays up
@@ -84,3 +89,50 @@ def test_keras_callback_takes_the_same_options(tmp_path):
         assert callback.live is not None and callback.live.url.startswith("http://127.0.0.1:")
     finally:
         callback.live.stop()
+
+
+KILLED_TRAINER = """
+import sys, numpy as np
+from mphate import MPHATE, Recorder
+rec = Recorder(sys.argv[1], watch={"port": 0, "quiet": True, "estimator": MPHATE(random_state=0, n_jobs=1)})
+rec.record(0, {"a": np.ones((4, 3))})
+print(rec.live.process.pid, flush=True)
+input()  # wait to be killed
+"""
+
+
+def test_the_live_worker_ends_with_a_killed_training_process(tmp_path):
+    import signal
+    import subprocess
+
+    trainer = subprocess.Popen([sys.executable, "-c", KILLED_TRAINER, str(tmp_path / "run.trace")],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(trainer.stdout.readline())
+        os.kill(child, 0)  # the worker is running
+        trainer.send_signal(signal.SIGKILL)
+        trainer.wait(10)
+        deadline = time.monotonic() + 30
+        while True:  # it sees its stdin close and stops: no server left behind
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                break
+            # a zombie until init reaps it counts as gone
+            state = open(f"/proc/{child}/stat").read().rsplit(")", 1)[1].split()[0] if os.path.exists(f"/proc/{child}/stat") else "Z"
+            if state == "Z":
+                break
+            assert time.monotonic() < deadline, "the live worker outlived its training process"
+            time.sleep(0.1)
+    finally:
+        trainer.kill()
+
+
+def test_the_live_worker_needs_options_that_cross_to_a_process(tmp_path):
+    estimator = MPHATE(random_state=np.random.default_rng(0))
+    with pytest.raises(ValueError, match="integer random_state"):
+        Recorder(tmp_path / "a.trace", watch={"port": 0, "quiet": True, "estimator": estimator})
+    with pytest.raises(ValueError, match="worker must be 'process' or 'thread'"):
+        Recorder(tmp_path / "b.trace", watch={"port": 0, "worker": "fork"})
+    with pytest.raises(ValueError, match="unknown live-view options"):
+        Recorder(tmp_path / "c.trace", watch={"port": 0, "colour": "red"})

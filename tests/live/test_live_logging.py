@@ -28,8 +28,8 @@ def record_and_wait(rec, trace, slices):
                    loss=float(trace.scalars["loss"][s]))
         if s >= 1:
             deadline = time.monotonic() + 60
-            while rec.live.session.status.get("embedded") != s + 1:
-                assert time.monotonic() < deadline, rec.live.session.status
+            while rec.live.status.get("embedded") != s + 1:
+                assert time.monotonic() < deadline, rec.live.status
                 time.sleep(0.02)
 
 

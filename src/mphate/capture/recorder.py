@@ -63,10 +63,12 @@ class Recorder:
         Fingerprint of the trace inputs (see :func:`fingerprint`); a resume with different
         inputs is refused. Framework recorders fill it in.
     watch : bool, int or dict, default False
-        Serve a live view of the store from this process (:func:`mphate.live.attach`): True
-        (http://127.0.0.1:8050/, or a free port if that one is taken), a port number, or a
-        dict of options. The embedding runs on a background thread at lowered priority; its
-        address is printed to stderr and kept in ``live.url``. Needs a ``path``.
+        Serve a live view of the store from the training script (:func:`mphate.live.attach`):
+        True (http://127.0.0.1:8050/, or a free port if that one is taken), a port number, or
+        a dict of options. The embedding and the page run in a child process at lowered
+        priority that ends with this one (``{"worker": "thread"}``: on a thread of this
+        process, which costs training steps more); its address is printed to stderr and kept
+        in ``live.url``. Needs a ``path``.
     tensorboard : SummaryWriter or log dir, optional
         Log the live picture there every ``log_every`` slices (``add_image``).
     wandb : wandb Run or True, optional

@@ -69,11 +69,17 @@ class PictureLogger:
     html : bool, default False
         Also log the interactive page as ``wandb.Html`` (a few MB each time: plotly.js is
         inlined).
+    directory : str or Path, optional
+        Also save each picture there as ``picture-<slices>.png`` (how the live worker process
+        hands pictures to a W&B run in the training process).
+    on_picture : callable, optional
+        Called as ``on_picture({"n_slices": n, "step": step, "path": png or None})`` after
+        each picture is logged.
     """
 
     def __init__(self, *, tensorboard=None, wandb=None, every_n_slices=10, color_by="epoch",
-                 tag="mphate/embedding", html=False):
-        if tensorboard is None and wandb is None:
+                 tag="mphate/embedding", html=False, directory=None, on_picture=None):
+        if tensorboard is None and wandb is None and directory is None:
             raise ValueError("PictureLogger needs tensorboard=<SummaryWriter or log dir>, wandb=<run or True>, or both")
         if not isinstance(every_n_slices, (int, np.integer)) or every_n_slices < 1:
             raise ValueError(f"every_n_slices must be a positive integer; got {every_n_slices!r}")
@@ -81,6 +87,8 @@ class PictureLogger:
         self.wandb_run = _wandb_run(wandb)
         self.every_n_slices = int(every_n_slices)
         self.color_by, self.tag, self.html = color_by, tag, bool(html)
+        self.directory = None if directory is None else Path(directory)
+        self.on_picture = on_picture
         self.logged: list[int] = []  # slice counts a picture was logged at
         self._latest = None
         self._pending: list[dict] = []
@@ -114,7 +122,13 @@ class PictureLogger:
                 entry["mphate/page"] = wandb.Html(report_html(embedding, trace, title="M-PHATE"), inject=False)
             with self._lock:
                 self._pending.append(entry)
+        path = None
+        if self.directory is not None:
+            path = self.directory / f"picture-{trace.n_slices:06d}.png"
+            _write_png(path, image)
         self.logged.append(trace.n_slices)
+        if self.on_picture is not None:
+            self.on_picture({"n_slices": int(trace.n_slices), "step": step, "path": None if path is None else str(path)})
 
     # ------------------------------------------------------------------ training thread
     def flush(self) -> int:
@@ -132,6 +146,14 @@ class PictureLogger:
         if latest is not None and (not self.logged or self.logged[-1] != latest[1].n_slices):
             self.log(*latest)
         self.flush()
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    """Write an RGB uint8 image as PNG, whole or not at all (a reader never sees half a file)."""
+    image_mod = require("matplotlib.image", "saving the live picture")
+    partial = path.with_suffix(".png.partial")
+    image_mod.imsave(partial, image, format="png")
+    partial.replace(path)
 
 
 def _summary_writer(tensorboard):
