@@ -83,3 +83,28 @@ def test_a_task_whose_worker_dies_is_an_error_row(cluster):
                         quiet=True)
     assert all(isinstance(r, TaskFailure) for r in results)
     assert "KilledWorker" in results[0].message or "died" in results[0].message.lower()
+
+
+def test_an_unreachable_scheduler_is_one_line_at_once(tmp_path):
+    """A closed port: the error names the address and the way out, in well under Dask's timeout."""
+    import subprocess
+    import sys
+    import time
+
+    from mphate.runs import run_tasks
+    from mphate.runs.executor import CONNECT_TIMEOUT
+
+    address = "tcp://127.0.0.1:1"
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:1"):
+        run_tasks(os.getpid, [()], scheduler=address, quiet=True)
+    assert time.perf_counter() - start < CONNECT_TIMEOUT
+
+    run = synthetic_runs(tmp_path, n=1)[0]
+    done = subprocess.run([sys.executable, "-m", "mphate", "compare-runs", str(run), "--scheduler", address,
+                           "-o", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert lines[0].startswith(f"mphate compare-runs: error: cannot reach the Dask scheduler at {address}")
+    assert "--workers N" in lines[0]

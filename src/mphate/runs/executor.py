@@ -76,6 +76,49 @@ class _Progress:
 
 
 @contextmanager
+def _progress(total: int, done: int, desc: str, quiet: bool):
+    progress = _Progress(total, done, desc, quiet)
+    try:
+        yield progress
+    finally:
+        progress.close()
+
+
+#: seconds to wait for a scheduler to answer before saying it cannot be reached
+CONNECT_TIMEOUT = 5
+
+
+def _unreachable(address: str, reason: str) -> ValueError:
+    return ValueError(f"cannot reach the Dask scheduler at {address} ({reason}); check that it is running "
+                      "and the address, or run on a local cluster instead with --workers N (workers=N)")
+
+
+def _connect(distributed, address: str):
+    """A Client of the scheduler at ``address``, or at once a one-line ValueError naming it.
+
+    A ``tcp://`` address is tried with a plain socket first, so a closed port or an unknown host
+    fails in milliseconds rather than after Dask's retries; then Dask gets
+    :data:`CONNECT_TIMEOUT` seconds for its handshake.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    if parts.scheme == "tcp":
+        try:
+            host, port = parts.hostname, parts.port or 8786
+            with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT):
+                pass
+        except (OSError, ValueError) as exc:  # refused, unknown host, timed out, a bad port number
+            raise _unreachable(address, getattr(exc, "strerror", None) or str(exc) or type(exc).__name__) from None
+    try:
+        return distributed.Client(address, timeout=f"{CONNECT_TIMEOUT}s")
+    except (OSError, TimeoutError) as exc:
+        raise _unreachable(address, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) \
+            from None
+
+
+@contextmanager
 def dask_client(workers=None, scheduler=None, quiet: bool = False):
     """A ``distributed.Client``: on a new LocalCluster of ``workers`` processes (one thread each,
     closed afterwards) or connected to the scheduler at ``scheduler``."""
@@ -83,10 +126,7 @@ def dask_client(workers=None, scheduler=None, quiet: bool = False):
     cluster = None
     try:
         if scheduler is not None:
-            try:
-                client = distributed.Client(str(scheduler), timeout="20s")
-            except (OSError, TimeoutError) as exc:
-                raise ValueError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+            client = _connect(distributed, str(scheduler))
         else:
             # one thread per worker: each task is a whole embedding and sets its own threads
             cluster = distributed.LocalCluster(
@@ -176,13 +216,12 @@ def run_tasks(fn, jobs, *, labels=None, workers=None, scheduler=None, on_done=No
     check_executor(workers, scheduler)
     jobs = list(jobs)
     labels = [str(label) for label in (labels or range(len(jobs)))]
-    progress = _Progress(already_done + len(jobs), already_done, desc, quiet)
-    try:
-        if not jobs:
-            return []
-        if workers is None and scheduler is None:
+    if not jobs:
+        return []
+    if workers is None and scheduler is None:
+        with _progress(already_done + len(jobs), already_done, desc, quiet) as progress:
             return _run_local(fn, jobs, labels, on_done, progress)
-        with dask_client(workers, scheduler, quiet) as client:
-            return _run_dask(client, fn, jobs, labels, on_done, progress)
-    finally:
-        progress.close()
+    # the cluster first: a scheduler that cannot be reached is one line, with no bar drawn before it
+    with dask_client(workers, scheduler, quiet) as client, \
+            _progress(already_done + len(jobs), already_done, desc, quiet) as progress:
+        return _run_dask(client, fn, jobs, labels, on_done, progress)
