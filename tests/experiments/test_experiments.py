@@ -173,8 +173,8 @@ def test_train_continual_switches_and_rehearsal():
 
 def test_generalization_run_tiny(tmp_path):
     variants = ("vanilla", "dropout", "random_labels")
-    result = generalization.run(tmp_path, quick=True, epochs=6, variants=variants, n_jobs=1, quiet=True,
-                                common_t=(1, 40))
+    result = generalization.run(tmp_path, quick=True, epochs=6, variants=variants, quiet=True, common_t=(1, 40))
+    assert result["failed"] == {}
     rows = _rows(tmp_path / "generalization.csv")
     assert [r["network"] for r in rows] == list(variants)
     for r in rows:
@@ -199,6 +199,68 @@ def test_generalization_run_tiny(tmp_path):
         assert (tmp_path / name).stat().st_size > 10_000
     emb = np.load(tmp_path / "embeddings" / "vanilla.npz")
     assert emb["embedding"].shape == (6 * 48, 2)
+    assert summary["workers"] is None and summary["scheduler"] is None and summary["cached"] == []
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 3  # one entry per network
+
+
+def test_generalization_keeps_each_network_and_reports_the_one_that_failed(tmp_path, monkeypatch, capsys):
+    """One network failing is an error line and exit status 1, the others are in the outputs; the
+    rerun trains only that one, taking the others from DIR/cache with the same numbers."""
+    from mphate.cli import main
+
+    real, trained = generalization.train_generalization, []
+
+    def flaky(variant, **kwargs):
+        trained.append(variant)
+        if variant == "dropout" and len(trained) < 4:
+            raise RuntimeError("out of memory\nmore detail")
+        return real(variant, **kwargs)
+
+    monkeypatch.setattr(generalization, "train_generalization", flaky)
+    out = tmp_path / "gen"
+    argv = ["experiment", "generalization", "--quick", "--epochs", "3", "--networks", "vanilla", "dropout",
+            "kernel_l1", "--common-t", "5", "-o", str(out)]
+    assert main([*argv, "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "mphate experiment generalization: error: network dropout: RuntimeError: out of memory" in err
+    assert "1 of 3 networks failed" in err and "Traceback" not in err and "more detail" not in err
+    first = _rows(out / "generalization.csv")
+    assert [r["network"] for r in first] == ["vanilla", "kernel_l1"]
+    summary = json.loads((out / "generalization_summary.json").read_text())
+    assert summary["failed"] == {"dropout": "RuntimeError: out of memory"}
+
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert trained == ["vanilla", "dropout", "kernel_l1", "dropout"]  # only the failed one again
+    assert "vanilla: from the cache" in err and "kernel_l1: from the cache" in err
+    second = _rows(out / "generalization.csv")
+    assert [r["network"] for r in second] == ["vanilla", "dropout", "kernel_l1"]
+    assert [second[0], second[2]] == first  # timings included: the cached rows are the rows
+    summary = json.loads((out / "generalization_summary.json").read_text())
+    assert summary["failed"] == {} and summary["cached"] == ["vanilla", "kernel_l1"]
+
+    assert main([*argv, "-q", "--no-cache"]) == 0
+    assert trained[4:] == ["vanilla", "dropout", "kernel_l1"]
+
+
+def test_generalization_every_network_failing_is_one_line(tmp_path, monkeypatch, capsys):
+    from mphate.cli import main
+
+    def broken(variant, **kwargs):
+        raise RuntimeError("no GPU")
+
+    monkeypatch.setattr(generalization, "train_generalization", broken)
+    argv = ["experiment", "generalization", "--quick", "--networks", "vanilla", "dropout", "-q", "-o", str(tmp_path)]
+    assert main(argv) == 1
+    assert capsys.readouterr().err.strip() == "mphate experiment: error: every network failed: RuntimeError: no GPU"
+
+
+def test_generalization_n_jobs_keyword_is_deprecated_for_workers():
+    with pytest.warns(DeprecationWarning, match="workers="):
+        assert generalization._workers_from_n_jobs(3, None) == 3
+    with pytest.warns(DeprecationWarning):
+        assert generalization._workers_from_n_jobs(1, None) is None  # one process: this one
+    assert generalization._workers_from_n_jobs(None, 2) == 2
 
 
 def test_continual_run_tiny(tmp_path):
@@ -223,8 +285,9 @@ def test_continual_run_tiny(tmp_path):
         assert (tmp_path / name).stat().st_size > 10_000
 
 
-def test_experiment_cli_parallel_and_mnist_files(tmp_path, capsys):
-    """Two networks trained in two worker processes, on MNIST-shaped data read from an .npz."""
+def test_experiment_cli_mnist_files(tmp_path, capsys):
+    """Two networks trained on MNIST-shaped data read from an .npz (on Dask workers:
+    test_generalization_dask.py)."""
     from mphate.cli import main
 
     rng = np.random.default_rng(0)
@@ -234,12 +297,12 @@ def test_experiment_cli_parallel_and_mnist_files(tmp_path, capsys):
              x_test=rng.integers(0, 256, (50, 28, 28), dtype=np.uint8), y_test=labels[:50])
     out = tmp_path / "gen"
     code = main(["experiment", "generalization", "--quick", "--epochs", "3", "--networks", "vanilla",
-                 "kernel_l1", "--n-jobs", "2", "--data-dir", str(tmp_path), "-o", str(out), "-q"])
+                 "kernel_l1", "--data-dir", str(tmp_path), "-o", str(out), "-q"])
     assert code == 0
     rows = _rows(out / "generalization.csv")
     assert [r["network"] for r in rows] == ["vanilla", "kernel_l1"]
     summary = json.loads((out / "generalization_summary.json").read_text())
-    assert summary["data"] == "mnist" and summary["n_train"] == 300 and summary["n_jobs"] == 2
+    assert summary["data"] == "mnist" and summary["n_train"] == 300 and summary["workers"] is None
     # bad arguments: one line, exit code 1
     assert main(["experiment", "continual", "--data-dir", str(tmp_path / "nowhere"), "-q"]) == 1
     assert "no MNIST data" in capsys.readouterr().err

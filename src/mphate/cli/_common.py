@@ -1,8 +1,9 @@
 """What the sub-commands share: one option vocabulary, reading the trace, warnings as one-line messages.
 
 The vocabulary: every command spells the same thing the same way. ``--random-state`` is the
-seed, ``-o/--output`` what is written, ``--n-jobs`` threads (``experiment`` counts processes with
-``--workers``), ``--n-landmark`` is parsed by :func:`landmark_value` everywhere, ``-q/--quiet``
+seed, ``-o/--output`` what is written, ``--n-jobs`` threads, ``--workers N`` / ``--scheduler
+ADDRESS`` processes (a local Dask cluster, or a running one: :func:`add_executor_options`),
+``--n-landmark`` is parsed by :func:`landmark_value` everywhere, ``-q/--quiet``
 silences progress lines. Old spellings stay as hidden aliases (:func:`add_deprecated_alias`)
 that print one deprecation line on stderr.
 
@@ -282,6 +283,39 @@ def add_deprecated_alias(parser, old: str, new: str, *, dest: str, why: str = ""
     """
     parser.add_argument(old, dest=dest, action=_Deprecated, new=new, why=why, default=argparse.SUPPRESS,
                         help=argparse.SUPPRESS, **kwargs)
+
+
+def add_executor_options(parser, *, verb: str = "embed", needs: str = "the runs' paths"):
+    """``--workers N`` / ``--scheduler ADDRESS`` (one or the other): where each run's task goes,
+    as :func:`mphate.runs.run_tasks` takes them; neither runs them in this process.
+
+    ``verb`` says what each task does ("embed", "train and embed"), ``needs`` what the
+    cluster's workers must be able to read. Returns the mutually exclusive group.
+    """
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=positive_int, metavar="N",
+                       help=f"{verb} on a local Dask cluster of N worker processes (pip install \"mphate[dask]\")")
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help=f"{verb} on the Dask cluster at ADDRESS (e.g. tcp://10.0.0.5:8786); its "
+                       f"workers must see {needs}")
+    return where
+
+
+def report_failures(command: str, failed, total: int, *, noun: str = "run", where: str = "the report") -> int:
+    """Say on stderr which of ``total`` tasks failed (``failed``: (name, one-line error) pairs);
+    0 when none did, else 1 (the exit status)."""
+    failed = list(failed)
+    if not failed:
+        return 0
+    messages = {message for _, message in failed}
+    if len(failed) == total and len(messages) == 1:
+        print(f"mphate {command}: error: every {noun} failed: {messages.pop()}", file=sys.stderr)
+    else:
+        for name, message in failed:
+            print(f"mphate {command}: error: {noun} {name}: {message}", file=sys.stderr)
+        print(f"mphate {command}: {len(failed)} of {total} {noun}s failed; the others "
+              f"are in {where} (rerun to retry only those)", file=sys.stderr)
+    return 1
 
 
 def add_output_option(parser, *, metavar: str, help: str, default=None) -> None:

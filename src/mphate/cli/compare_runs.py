@@ -6,9 +6,11 @@ from pathlib import Path
 
 from mphate.cli._common import (
     add_estimator_options,
+    add_executor_options,
     add_output_option,
     given_estimator_params,
     positive_int,
+    report_failures,
     warnings_as_messages,
 )
 
@@ -29,12 +31,7 @@ def add_parser(subparsers) -> None:
                         help="trace store or trace file; NAME=PATH names the run (default: the file name)")
     add_output_option(parser, metavar="DIR", default="compare-runs",
                       help="folder to write (default: %(default)s)")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=positive_int, metavar="N",
-                       help="embed on a local Dask cluster of N worker processes (pip install \"mphate[dask]\")")
-    where.add_argument("--scheduler", metavar="ADDRESS",
-                       help="embed on the Dask cluster at ADDRESS (e.g. tcp://10.0.0.5:8786); its "
-                       "workers must see the runs' paths")
+    add_executor_options(parser)
     parser.add_argument("--title", help="page and figure title (default: M-PHATE: runs compared)")
     parser.add_argument("--dpi", type=positive_int, default=150, help="resolution of grid.png (default: %(default)s)")
     parser.add_argument("--max-points-per-panel", type=positive_int, default=20000, metavar="N",
@@ -64,21 +61,6 @@ def parse_runs(items):
     return resolve_runs([RunSpec(*specs[i]) for i in range(len(items))])
 
 
-def _report_failures(comparison) -> int:
-    failed = [(r["run"], r["error"]) for r in comparison.rows if r["status"] == "error"]
-    if not failed:
-        return 0
-    messages = {message for _, message in failed}
-    if len(failed) == len(comparison.rows) and len(messages) == 1:
-        print(f"mphate compare-runs: error: every run failed: {messages.pop()}", file=sys.stderr)
-    else:
-        for name, message in failed:
-            print(f"mphate compare-runs: error: run {name}: {message}", file=sys.stderr)
-        print(f"mphate compare-runs: {len(failed)} of {len(comparison.rows)} runs failed; the others "
-              f"are in the report (rerun to retry only those)", file=sys.stderr)
-    return 1
-
-
 def run(args) -> int:
     from mphate.runs import compare_runs
 
@@ -96,6 +78,7 @@ def run(args) -> int:
             print(f"mphate compare-runs: note: {comparison.note}", file=sys.stderr)
         for path in comparison.paths.values():
             print(f"wrote {path}")
-    status = _report_failures(comparison)
+    status = report_failures("compare-runs", [(r["run"], r["error"]) for r in comparison.rows
+                                              if r["status"] == "error"], len(comparison.rows))
     print(f"open {comparison.paths['html']} in a browser")
     return status

@@ -5,11 +5,13 @@ import argparse
 
 from mphate.cli._common import (
     add_deprecated_alias,
+    add_executor_options,
     add_output_option,
     function_default,
     int_at_least,
     landmark_value,
     positive_int,
+    report_failures,
     seed_int,
 )
 
@@ -31,14 +33,20 @@ def add_parser(subparsers) -> None:
         "generalization",
         help="8 networks (vanilla, dropout, kernel/activity L1/L2, random labels/pixels): "
         "memorisation error against visualisation variance",
-        description="Train the 8 networks of the paper's generalisation experiment in parallel, "
-        "trace every epoch, embed each with M-PHATE, and write generalization.png (2 x 4, coloured "
+        description="Train the 8 networks of the paper's generalisation experiment, trace every "
+        "epoch, embed each with M-PHATE, and write generalization.png (2 x 4, coloured "
         "by most-active class, with final train / validation loss), generalization.csv "
         "(memorisation error, visualisation variance at each network's own t and at common t's), "
         "generalization_history.csv, loss and "
-        "variance figures, and generalization_summary.json with Spearman's rho.",
+        "variance figures, and generalization_summary.json with Spearman's rho. Each network is "
+        "one task (trained and embedded in this process, or on Dask with --workers or --scheduler), "
+        "kept in DIR/cache as it finishes: a rerun does only the networks not done yet, and a network "
+        "that fails is reported while the others go on.",
     )
     _common(gen, "generalization", "mphate_generalization", "training epochs (default: 300)")
+    where = add_executor_options(gen, verb="train and embed each network", needs="the --data-dir files")
+    _old_n_jobs(where)
+    gen.add_argument("--no-cache", action="store_true", help="train and embed every network again, ignoring DIR/cache")
     gen.add_argument("--lr", type=float, help="Adam learning rate (default: 1e-3 on digits, 1e-5 on MNIST)")
     gen.add_argument("--embed-slices", type=int, metavar="N",
                      help="embed only about N evenly spaced epochs (default: all)")
@@ -62,6 +70,10 @@ def add_parser(subparsers) -> None:
         "continual_summary.json with the correlation.",
     )
     _common(cont, "continual", "mphate_continual", "epochs per task (default: 4)")
+    pool = function_default("mphate.experiments.continual", "run", "n_jobs")
+    cont.add_argument("--workers", type=positive_int, default=pool, metavar="N",
+                      help="networks trained at once, one process each (default: %(default)s)")
+    _old_n_jobs(cont)
     cont.add_argument("--trace-every", type=int, metavar="N",
                       help="batches between traced slices (default: 1 on digits, 50 on MNIST)")
     cont.add_argument("--scenarios", nargs="+", metavar="NAME", choices=("task", "domain", "class"),
@@ -85,10 +97,6 @@ def _common(parser, experiment, default_out, epochs_help) -> None:
                         "the bundled digits")
     parser.add_argument("--quick", action="store_true",
                         help="tiny networks and few epochs: a smoke run, not the experiment")
-    parser.add_argument("--workers", type=positive_int, default=run_default("n_jobs"), metavar="N",
-                        help="networks trained at once, one process each (default: %(default)s)")
-    add_deprecated_alias(parser, "--n-jobs", "--workers", dest="workers", type=positive_int,
-                         why=" for experiments (it counted processes; --n-jobs means threads elsewhere)")
     # SUPPRESS: absent unless given, so that the experiment's own default applies
     parser.add_argument("--n-landmark", type=landmark_value, default=argparse.SUPPRESS, metavar="N",
                         help="M-PHATE landmarks, or 'none' for every point (default: the experiment's setting)")
@@ -96,6 +104,11 @@ def _common(parser, experiment, default_out, epochs_help) -> None:
                         help="seed of the data, training and embedding (default: %(default)s)")
     add_deprecated_alias(parser, "--seed", "--random-state", dest="random_state", type=seed_int)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+
+
+def _old_n_jobs(parser) -> None:
+    add_deprecated_alias(parser, "--n-jobs", "--workers", dest="workers", type=positive_int,
+                         why=" for experiments (it counted processes; --n-jobs means threads elsewhere)")
 
 
 def _missing(parser) -> int:
@@ -130,10 +143,14 @@ def _run_generalization(args) -> int:
     if args.lr is not None and not args.lr > 0:
         raise ValueError(f"--lr must be positive; got {args.lr}")
     result = generalization.run(args.output, data_dir=args.data_dir, epochs=args.epochs, lr=args.lr,
-                                quick=args.quick, n_jobs=args.workers, embed_slices=args.embed_slices,
+                                quick=args.quick, workers=args.workers, scheduler=args.scheduler,
+                                use_cache=not args.no_cache, embed_slices=args.embed_slices,
                                 variants=args.networks, seed=args.random_state, common_t=args.common_t,
                                 quiet=args.quiet, **_landmarks(args))
-    return _report(args, result)
+    _report(args, result)
+    return report_failures("experiment generalization", result["failed"].items(),
+                           len(result["rows"]) + len(result["failed"]),
+                           noun="network", where="the outputs")
 
 
 def _positive_t(text: str) -> int:

@@ -92,18 +92,19 @@ def slice_trace(trace: Trace, slices=None, units=None) -> Trace:
     )
 
 
-def embed_timed(trace: Trace, *, n_landmark, interslice_knn: int, seed: int):
+def embed_timed(trace: Trace, *, n_landmark, interslice_knn: int, seed: int, n_jobs=None):
     """The experiments' M-PHATE embedding of every unit at every slice, the seconds it took, and
     the fitted estimator (its ``t_`` and ``t_candidates_`` go into the tables).
 
     ``interslice_knn`` is capped at ``n_slices - 1``, the other slices there are: a short trace
     (a quick run, or only a few embedded epochs) has fewer than the paper's setting asks for.
+    ``n_jobs``: the estimator's threads (None: its own choice); they do not change the result.
     """
     from mphate.embed.estimator import MPHATE
 
     timer = Timer()
     est = MPHATE(n_landmark=n_landmark, interslice_knn=min(interslice_knn, trace.n_slices - 1),
-                 random_state=seed)
+                 random_state=seed, n_jobs=n_jobs)
     return est.fit_transform(trace.data), timer.seconds, est
 
 

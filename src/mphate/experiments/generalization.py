@@ -7,18 +7,25 @@ Memorisation error = final validation loss - final training loss; visualisation 
 :func:`mphate.metrics.visualization_variance` of its embedding. The paper reports a negative
 Spearman correlation between the two across the 8 networks.
 
+Each network is one task (:func:`network_task`: train, trace, embed) given to
+:func:`mphate.runs.run_tasks`, the executor of ``mphate compare-runs``: in this process by default,
+on Dask with ``workers=`` / ``scheduler=``, each result cached as it arrives and a failed network
+reported while the others go on.
+
 Defaults on digits (documented in docs/experiments/generalization.md): 64-128-128-128-10
 LeakyReLU(0.1), Adam lr 1e-3, batch 256, 300 epochs. The paper's MNIST settings (lr 1e-5) are
 used when ``data_dir`` points to MNIST files.
 """
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 import numpy as np
 
 from mphate.experiments import _common as C
-from mphate.experiments.training import evaluate, load_data, make_mlp, run_parallel, start_worker, train
+from mphate.experiments.training import evaluate, load_data, make_mlp, start_worker, train
 from mphate.optional import require
 
 GENERALIZATION_VARIANTS = (
@@ -156,86 +163,45 @@ def train_generalization(variant: str, *, data_dir=None, epochs: int = 300, lr: 
 
 
 # ---------------------------------------------------------------------------------------------
-# the experiment
+# one network, start to finish: the experiment's task
 
 
-def run(out, *, data_dir=None, epochs=None, lr=None, quick=False, n_jobs: int = 2,
-        embed_slices=None, n_landmark="default", variants=GENERALIZATION_VARIANTS, seed: int = 0,
-        common_t=(10, 30, 60), quiet: bool = False) -> dict:
-    """Train, trace and embed the networks; write tables and figures into ``out``.
+def network_task(variant: str, train: dict, embed: dict, key: str) -> dict:
+    """Train one network and embed it: the task :func:`run` gives :func:`mphate.runs.run_tasks`
+    for each network, run in this process or on a Dask worker.
 
-    Parameters
-    ----------
-    out : path
-        Output folder (created).
-    data_dir : path, optional
-        MNIST files (IDX or mnist.npz); default: the bundled digits.
-    epochs, lr : optional
-        Override the defaults of :func:`settings`.
-    quick : bool
-        Tiny networks and few epochs (for tests and a smoke run).
-    n_jobs : int
-        Networks trained at once, one process and one thread each.
-    embed_slices : int, optional
-        Every epoch is traced; embed only about this many evenly spaced epochs (always the
-        last). Default: all of them, as in the paper.
-    n_landmark : int or None
-        M-PHATE landmarks (default 4000, the estimator's and the paper's).
-    common_t : sequence of int
-        Diffusion times at which every network is also embedded, so that the variances are
-        compared at one t as well as at each network's own automatic t (the variance falls
-        steeply with t). Refitting at another t reuses the kernel and landmarks.
-
-    Returns
-    -------
-    dict with "rows" (one per network), "spearman_rho", "spearman_p" (at each network's own t),
-    "spearman_by_t" ({t: (rho, p)} for each common t), "files", "seconds".
+    It is given settings only (``train``: :func:`train_generalization`'s keywords; ``embed``:
+    "embed_slices", "n_landmark", "common_t", "seed" and "n_jobs", the embedding's threads), so
+    the data are read and the network trained where the task runs; what comes back is small:
+    the table row, the 2-D embedding (float32), the embedded slices' epochs and unit layers, each
+    point's most-active class and the per-epoch history. Training uses one torch thread, as it
+    always has; the thread count of the process running it is put back afterwards.
     """
-    total = C.Timer()
-    out = C.output_dir(out)
-    data_dir = None if data_dir is None else str(data_dir)
-    data = load_data(data_dir, seed)
-    cfg = settings(data.name, epochs=epochs, lr=lr, quick=quick)
-    if embed_slices is not None:
-        cfg["embed_slices"] = int(embed_slices)
-    if n_landmark != "default":
-        cfg["n_landmark"] = n_landmark
-    common_t = [int(t) for t in common_t]
-    if any(t < 1 for t in common_t):
-        raise ValueError(f"common diffusion times must be positive integers; got {common_t}")
-    variants = list(variants)
-    C.log(f"generalization: {len(variants)} networks {data.n_inputs}-{'-'.join(map(str, cfg['hidden']))}-10 "
-          f"on {data.name} ({len(data.y_train)} train / {len(data.y_val)} validation), {cfg['epochs']} epochs, "
-          f"Adam lr {cfg['lr']:g}, batch {cfg['batch_size']}, {n_jobs} worker(s)", quiet)
+    from mphate.experiments.training import torch_threads
+    from mphate.plot import coloring
 
-    train_timer = C.Timer()
-    jobs = [dict(variant=v, data_dir=data_dir, epochs=cfg["epochs"], lr=cfg["lr"], batch_size=cfg["batch_size"],
-                 hidden=cfg["hidden"], seed=seed, n_per_class=cfg["n_per_class"]) for v in variants]
-    results = run_parallel(train_generalization, jobs, n_jobs=n_jobs,
-                           progress=lambda r: C.log(f"  trained {r['variant']} ({r['seconds']:.1f} s)", quiet))
-    seconds = {"train_seconds": train_timer.seconds}
-
-    embed_timer = C.Timer()
-    emb_dir = out / "embeddings"
-    emb_dir.mkdir(exist_ok=True)
-    embedded = [_embed_network(res, cfg, common_t, emb_dir, seed, quiet) for res in results]
-    seconds["embed_seconds"] = embed_timer.seconds
-    return _write_outputs(out, embedded, data, cfg, common_t, n_jobs, seconds, total, quiet)
+    with torch_threads(1):
+        res = train_generalization(variant, **train)
+    row, emb, sub = _embed_network(res, embed)
+    classes = coloring(sub, "class")
+    return {"network": variant, "key": key, "row": row, "embedding": emb.astype(np.float32),
+            "epochs": np.asarray(sub.epochs), "unit_layer": sub.unit_layer, "class_codes": classes.values,
+            "classes": classes.categories, "history": res["history"],
+            "where": f"{socket.gethostname()}:{os.getpid()}"}
 
 
-def _embed_network(res, cfg, common_t, emb_dir, seed, quiet):
-    """Embed one trained network (at its own t and at each common t): its table row, embedding,
-    the embedded slices of its trace and its history."""
+def _embed_network(res, embed):
+    """Embed one trained network at its own t and at each common t: its table row, the
+    embedding and the embedded slices of its trace."""
     from mphate.metrics import visualization_variance
 
     variant, trace, hist = res["variant"], res["trace"], res["history"]
-    sub = C.slice_trace(trace, C.even_indices(trace.n_slices, cfg["embed_slices"] or trace.n_slices))
-    emb, seconds, est = C.embed_timed(sub, n_landmark=cfg["n_landmark"], interslice_knn=25, seed=seed)
+    sub = C.slice_trace(trace, C.even_indices(trace.n_slices, embed["embed_slices"] or trace.n_slices))
+    emb, seconds, est = C.embed_timed(sub, n_landmark=embed["n_landmark"], interslice_knn=25, seed=embed["seed"],
+                                      n_jobs=embed["n_jobs"])
     variance = visualization_variance(emb, sub.n_slices)
-    np.savez_compressed(emb_dir / f"{variant}.npz", embedding=emb.astype(np.float32),
-                        epochs=sub.epochs, unit_layer=sub.unit_layer)
     auto_t, t_candidates = est.t_, est.t_candidates_
-    common_variances = _variances_at(est, sub, common_t)  # refits est, so t_ is read above
+    common_variances = _variances_at(est, sub, embed["common_t"])  # refits est, so t_ is read above
     row = {
         "network": variant,
         "final_train_loss": float(hist["loss"][-1]),
@@ -255,17 +221,179 @@ def _embed_network(res, cfg, common_t, emb_dir, seed, quiet):
         "train_seconds": res["seconds"],
         "embed_seconds": seconds,
     }
-    C.log(f"  embedded {variant}: {sub.n_slices} slices x {sub.n_units} units in {seconds:.1f} s; "
-          f"t = {row['t']}, memorisation {row['memorization_error']:.3f}, variance {variance:.4g}", quiet)
-    return row, emb, sub, hist
+    return row, emb, sub
 
 
-def _write_outputs(out, embedded, data, cfg, common_t, n_jobs, seconds, total, quiet) -> dict:
+# ---------------------------------------------------------------------------------------------
+# the experiment
+
+
+def run(out, *, data_dir=None, epochs=None, lr=None, quick=False, workers=None, scheduler=None,
+        use_cache: bool = True, embed_slices=None, n_landmark="default", variants=GENERALIZATION_VARIANTS,
+        seed: int = 0, common_t=(10, 30, 60), quiet: bool = False, n_jobs=None) -> dict:
+    """Train, trace and embed the networks, one task each; write tables and figures into ``out``.
+
+    Parameters
+    ----------
+    out : path
+        Output folder (created).
+    data_dir : path, optional
+        MNIST files (IDX or mnist.npz); default: the bundled digits.
+    epochs, lr : optional
+        Override the defaults of :func:`settings`.
+    quick : bool
+        Tiny networks and few epochs (for tests and a smoke run).
+    workers, scheduler : optional
+        Where each network is trained and embedded (:func:`network_task`, one task a network,
+        through :func:`mphate.runs.run_tasks`): ``workers=N`` a new Dask LocalCluster of N
+        processes, ``scheduler=ADDRESS`` a running cluster (its workers must see ``data_dir``);
+        neither, one after the other in this process. The numbers do not depend on where.
+    use_cache : bool
+        Each finished network is kept in ``out/cache`` (keyed by every setting it depends on),
+        and a rerun takes it from there; False trains and embeds every network again.
+    embed_slices : int, optional
+        Every epoch is traced; embed only about this many evenly spaced epochs (always the
+        last). Default: all of them, as in the paper.
+    n_landmark : int or None
+        M-PHATE landmarks (default: the estimator's, the paper's setting).
+    common_t : sequence of int
+        Diffusion times at which every network is also embedded, so that the variances are
+        compared at one t as well as at each network's own automatic t (the variance falls
+        steeply with t). Refitting at another t reuses the kernel and landmarks.
+    n_jobs : int, optional
+        Deprecated: the size of the process pool this used to train in; now ``workers``.
+
+    Returns
+    -------
+    dict with "rows" (one per network that finished), "failed" ({network: one-line error} for
+    those that did not), "spearman_rho", "spearman_p" (at each network's own t),
+    "spearman_by_t" ({t: (rho, p)} for each common t), "files", "seconds", "summary". Raises
+    ValueError when every network failed.
+    """
+    from mphate.runs.executor import check_executor
+
+    total = C.Timer()
+    workers = _workers_from_n_jobs(n_jobs, workers)
+    check_executor(workers, scheduler)
+    out = C.output_dir(out)
+    data_dir = None if data_dir is None else str(Path(data_dir).resolve())  # the same path on any worker
+    data = load_data(data_dir, seed)
+    cfg = settings(data.name, epochs=epochs, lr=lr, quick=quick)
+    if embed_slices is not None:
+        cfg["embed_slices"] = int(embed_slices)
+    if n_landmark != "default":
+        cfg["n_landmark"] = n_landmark
+    common_t = [int(t) for t in common_t]
+    if any(t < 1 for t in common_t):
+        raise ValueError(f"common diffusion times must be positive integers; got {common_t}")
+    variants = list(dict.fromkeys(variants))
+    where = (f"on the Dask cluster at {scheduler}" if scheduler is not None else
+             f"on {workers} local Dask worker(s)" if workers is not None else "in this process")
+    C.log(f"generalization: {len(variants)} networks {data.n_inputs}-{'-'.join(map(str, cfg['hidden']))}-10 "
+          f"on {data.name} ({len(data.y_train)} train / {len(data.y_val)} validation), {cfg['epochs']} epochs, "
+          f"Adam lr {cfg['lr']:g}, batch {cfg['batch_size']}, trained and embedded {where}", quiet)
+    jobs = [_job(v, cfg, data_dir, seed, common_t, workers) for v in variants]
+    timer = C.Timer()
+    done, failed = _run_networks(jobs, out / "cache", use_cache, workers, scheduler, quiet)
+    if not done:
+        messages = sorted(set(failed.values()))
+        raise ValueError(f"every network failed: {messages[0]}" if len(messages) == 1 else
+                         "every network failed: " + "; ".join(f"{v}: {m}" for v, m in failed.items()))
+    done = [done[v] for v in variants if v in done]
+    seconds = {"networks_seconds": timer.seconds,
+               "train_seconds": sum(d["row"]["train_seconds"] for d in done),
+               "embed_seconds": sum(d["row"]["embed_seconds"] for d in done)}
+    executor = {"workers": workers, "scheduler": scheduler, "failed": failed,
+                "cached": [d["network"] for d in done if d.get("cached")]}
+    return _write_outputs(out, done, data, cfg, common_t, executor, seconds, total, quiet)
+
+
+def _workers_from_n_jobs(n_jobs, workers):
+    """``workers`` for the deprecated ``n_jobs`` (a process pool of that size, 1: this process)."""
+    if n_jobs is None:
+        return workers
+    import warnings
+
+    warnings.warn("generalization.run(n_jobs=) is deprecated: use workers=N (a local Dask cluster of N "
+                  "processes) or nothing (this process)", DeprecationWarning, stacklevel=3)
+    return workers if workers is not None or int(n_jobs) <= 1 else int(n_jobs)
+
+
+def _job(variant, cfg, data_dir, seed, common_t, workers) -> tuple:
+    """:func:`network_task`'s arguments for one network, the cache key among them: every setting
+    the result depends on (threads aside: they do not change it) and the versions computing it."""
+    import mphate
+    from mphate.runs.executor import threads_per_task
+    from mphate.runs.specs import params_digest
+
+    train = dict(data_dir=data_dir, epochs=cfg["epochs"], lr=cfg["lr"], batch_size=cfg["batch_size"],
+                 hidden=cfg["hidden"], seed=seed, n_per_class=cfg["n_per_class"])
+    embed = dict(embed_slices=cfg["embed_slices"], n_landmark=cfg["n_landmark"], common_t=common_t, seed=seed)
+    key = params_digest({"experiment": "generalization", "network": variant, "train": train, "embed": embed,
+                         "data": _data_fingerprint(data_dir), "mphate": mphate.__version__,
+                         "torch": require("torch", "the generalisation experiment").__version__})
+    return variant, train, {**embed, "n_jobs": threads_per_task(workers)}, key
+
+
+def _data_fingerprint(data_dir) -> list:
+    """What identifies the data: "digits" (bundled), or each MNIST file's name, size and time."""
+    if data_dir is None:
+        return ["digits"]
+    return sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in Path(data_dir).iterdir() if f.is_file())
+
+
+def _run_networks(jobs, cache_dir, use_cache, workers, scheduler, quiet):
+    """Every network's :func:`network_task` result, from the cache or run now, each saved to the
+    cache as it arrives; ``({network: result}, {network: one-line error})``."""
+    from mphate.runs import TaskFailure, run_tasks
+    from mphate.runs.cache import load_result, save_result
+
+    done, failed, todo = {}, {}, []
+    for job in jobs:
+        hit = load_result(cache_dir, job[3]) if use_cache else None
+        if hit is None:
+            todo.append(job)
+            continue
+        done[job[0]] = {**hit, "history": hit.pop("scalars"), "cached": True}
+        _log_network(done[job[0]], "from the cache", quiet)
+
+    def on_done(i, value):
+        variant = todo[i][0]
+        if isinstance(value, TaskFailure):
+            failed[variant] = value.message
+            C.log(f"  {variant}: failed: {value.message}", quiet)
+            return
+        done[variant] = value
+        save_result({**{k: v for k, v in value.items() if k != "history"}, "scalars": value["history"]}, cache_dir)
+        _log_network(value, f"trained in {value['row']['train_seconds']:.1f} s", quiet)
+
+    run_tasks(network_task, todo, labels=[job[0] for job in todo], workers=workers, scheduler=scheduler,
+              on_done=on_done, quiet=True, desc="networks")
+    return done, failed
+
+
+def _log_network(result, how, quiet) -> None:
+    row = result["row"]
+    units = row["points"] // row["embedded_slices"]
+    C.log(f"  {row['network']}: {how}; embedded {row['embedded_slices']} slices x {units} units in "
+          f"{row['embed_seconds']:.1f} s; t = {row['t']}, memorisation {row['memorization_error']:.3f}, "
+          f"variance {row['visualization_variance']:.4g}", quiet)
+
+
+def _write_outputs(out, done, data, cfg, common_t, executor, seconds, total, quiet) -> dict:
     """The correlations, tables, figures and summary of the embedded networks; :func:`run`'s result."""
-    rows = [row for row, *_ in embedded]
-    embeddings = {row["network"]: emb for row, emb, _, _ in embedded}
-    traces = {row["network"]: sub for row, _, sub, _ in embedded}
-    histories = {row["network"]: hist for row, _, _, hist in embedded}
+    from mphate.plot.colorings import CATEGORICAL, Coloring
+
+    emb_dir = out / "embeddings"
+    emb_dir.mkdir(exist_ok=True)
+    for d in done:
+        np.savez_compressed(emb_dir / f"{d['network']}.npz", embedding=d["embedding"], epochs=d["epochs"],
+                            unit_layer=d["unit_layer"])
+    rows = [d["row"] for d in done]
+    embeddings = {d["network"]: d["embedding"] for d in done}
+    colorings = {d["network"]: Coloring("class", "most-active class", d["class_codes"], CATEGORICAL,
+                                        list(d["classes"])) for d in done}
+    histories = {d["network"]: d["history"] for d in done}
     errors = [r["memorization_error"] for r in rows]
     rho, p = C.spearman(errors, [r["visualization_variance"] for r in rows])
     spearman_by_t = {t: C.spearman(errors, [r[f"variance_t{t}"] for r in rows]) for t in common_t}
@@ -275,7 +403,7 @@ def _write_outputs(out, embedded, data, cfg, common_t, n_jobs, seconds, total, q
         {"network": v, "epoch": e + 1, **{k: float(h[k][e]) for k in ("loss", "val_loss", "accuracy", "val_accuracy")}}
         for v, h in histories.items() for e in range(len(h["loss"]))
     ])
-    files["figure"] = _embedding_figure(out / "generalization.png", rows, embeddings, traces)
+    files["figure"] = _embedding_figure(out / "generalization.png", rows, embeddings, colorings)
     files["losses"] = _loss_figure(out / "generalization_losses.png", histories)
     files["variance"] = _variance_figure(out / "generalization_variance.png", rows, rho, p)
     summary = {
@@ -283,7 +411,7 @@ def _write_outputs(out, embedded, data, cfg, common_t, n_jobs, seconds, total, q
         "n_val": len(data.y_val), "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
         "spearman_rho": rho, "spearman_p": p,
         "spearman_by_t": {str(t): {"rho": r, "p": q} for t, (r, q) in spearman_by_t.items()},
-        "n_jobs": n_jobs, **seconds, "total_seconds": total.seconds,
+        **executor, **seconds, "total_seconds": total.seconds,
     }
     files["summary"] = C.write_json(out / "generalization_summary.json", summary)
     C.log(C.markdown_table(rows, ["network", "final_train_loss", "final_val_loss", "memorization_error",
@@ -292,9 +420,9 @@ def _write_outputs(out, embedded, data, cfg, common_t, n_jobs, seconds, total, q
         C.log(f"at a common t = {t}: Spearman rho = {rho_t:.3f} (p = {p_t:.3g})", quiet)
     C.log(f"Spearman rho (memorisation error vs visualisation variance) = {rho:.3f} (p = {p:.3g}); "
           f"total {total.seconds:.0f} s (training {seconds['train_seconds']:.0f} s, "
-          f"embedding {seconds['embed_seconds']:.0f} s)", quiet)
-    return {"rows": rows, "spearman_rho": rho, "spearman_p": p, "spearman_by_t": spearman_by_t,
-            "files": {k: Path(v) for k, v in files.items()},
+          f"embedding {seconds['embed_seconds']:.0f} s, summed over the networks)", quiet)
+    return {"rows": rows, "failed": dict(executor["failed"]), "spearman_rho": rho, "spearman_p": p,
+            "spearman_by_t": spearman_by_t, "files": {k: Path(v) for k, v in files.items()},
             "seconds": total.seconds, "summary": summary}
 
 
@@ -311,9 +439,9 @@ def _variances_at(est, trace, times) -> dict:
     return variances
 
 
-def _embedding_figure(path, rows, embeddings, traces):
+def _embedding_figure(path, rows, embeddings, colorings):
     """The paper's 2 x 4 grid: each network coloured by most-active class, with its final losses."""
-    from mphate.plot import coloring, scatter
+    from mphate.plot import scatter
 
     n = len(rows)
     ncols = min(4, n)
@@ -323,7 +451,7 @@ def _embedding_figure(path, rows, embeddings, traces):
     for i, row in enumerate(rows):
         ax = fig.add_subplot(grid[i // ncols, i % ncols])
         v = row["network"]
-        scatter(embeddings[v], coloring(traces[v], "class"), ax=ax, legend=(i == ncols - 1),
+        scatter(embeddings[v], colorings[v], ax=ax, legend=(i == ncols - 1),
                 s=1.5, alpha=0.5)
         ax.set_title(f"{LABELS.get(v, v)}\ntrain {row['final_train_loss']:.3f} / val {row['final_val_loss']:.3f}",
                      fontsize=9)
