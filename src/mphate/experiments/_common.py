@@ -108,6 +108,14 @@ def embed_timed(trace: Trace, *, n_landmark, interslice_knn: int, seed: int, n_j
     return est.fit_transform(trace.data), timer.seconds, est
 
 
+def estimator_default(name: str):
+    """The default of one :class:`mphate.MPHATE` parameter, read from the estimator rather than
+    restated (the experiments' ``n_landmark``, for instance)."""
+    from mphate.embed.estimator import MPHATE
+
+    return MPHATE().get_params()[name]
+
+
 def even_indices(n: int, m: int) -> np.ndarray:
     """``min(n, m)`` indices spread evenly over ``range(n)``, always including the last one."""
     if m >= n:

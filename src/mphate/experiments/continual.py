@@ -42,10 +42,12 @@ def settings(data_name: str, *, epochs=None, trace_every=None, quick=False) -> d
         s = dict(epochs_per_task=2, hidden=(16, 16), trace_every=1, n_per_class=3, n_landmark=None,
                  ari_seeds=3)
     elif data_name == "mnist":
-        s = dict(epochs_per_task=4, hidden=(400, 400), trace_every=50, n_per_class=10, n_landmark=4000,
+        s = dict(epochs_per_task=4, hidden=(400, 400), trace_every=50, n_per_class=10,
+                 n_landmark=C.estimator_default("n_landmark"),
                  ari_seeds=20, lr={"adam": 1e-5, "adagrad": 1e-4, "rehearsal": 1e-5}, buffer_size=5000)
     else:
-        s = dict(epochs_per_task=4, hidden=(400, 400), trace_every=1, n_per_class=10, n_landmark=4000,
+        s = dict(epochs_per_task=4, hidden=(400, 400), trace_every=1, n_per_class=10,
+                 n_landmark=C.estimator_default("n_landmark"),
                  ari_seeds=20)
     if epochs is not None:
         s["epochs_per_task"] = int(epochs)
@@ -264,7 +266,7 @@ def run(out, *, data_dir=None, epochs=None, trace_every=None, quick=False, n_job
     n_jobs : int
         Networks trained at once.
     n_landmark : int or None
-        M-PHATE landmarks (default 4000, the estimator's).
+        M-PHATE landmarks (default: the estimator's, ``MPHATE().n_landmark``).
 
     Returns
     -------

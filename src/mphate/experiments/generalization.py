@@ -54,10 +54,10 @@ def settings(data_name: str, *, epochs=None, lr=None, quick=False) -> dict:
         s = dict(epochs=8, lr=3e-3, hidden=(16, 16, 16), n_per_class=3, embed_slices=8, n_landmark=None)
     elif data_name == "mnist":
         s = dict(epochs=300, lr=1e-5, hidden=(128, 128, 128), n_per_class=10, embed_slices=None,
-                 n_landmark=4000)
+                 n_landmark=C.estimator_default("n_landmark"))
     else:
         s = dict(epochs=300, lr=1e-3, hidden=(128, 128, 128), n_per_class=10, embed_slices=None,
-                 n_landmark=4000)
+                 n_landmark=C.estimator_default("n_landmark"))
     if epochs is not None:
         s["epochs"] = int(epochs)
     if lr is not None:
@@ -255,7 +255,7 @@ def run(out, *, data_dir=None, epochs=None, lr=None, quick=False, workers=None, 
         Every epoch is traced; embed only about this many evenly spaced epochs (always the
         last). Default: all of them, as in the paper.
     n_landmark : int or None
-        M-PHATE landmarks (default: the estimator's, the paper's setting).
+        M-PHATE landmarks (default: the estimator's, ``MPHATE().n_landmark``, the paper's setting).
     common_t : sequence of int
         Diffusion times at which every network is also embedded, so that the variances are
         compared at one t as well as at each network's own automatic t (the variance falls
