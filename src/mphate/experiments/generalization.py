@@ -336,10 +336,13 @@ def _job(variant, cfg, data_dir, seed, common_t, workers) -> tuple:
 
 
 def _data_fingerprint(data_dir) -> list:
-    """What identifies the data: "digits" (bundled), or each MNIST file's name, size and time."""
+    """What identifies the data: "digits" (bundled), or each MNIST file's name, size and time
+    (``data_dir`` is a folder of them or an mnist.npz)."""
     if data_dir is None:
         return ["digits"]
-    return sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in Path(data_dir).iterdir() if f.is_file())
+    path = Path(data_dir)
+    files = [f for f in path.iterdir() if f.is_file()] if path.is_dir() else [path]
+    return sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files)
 
 
 def _run_networks(jobs, cache_dir, use_cache, workers, scheduler, quiet):
@@ -354,7 +357,8 @@ def _run_networks(jobs, cache_dir, use_cache, workers, scheduler, quiet):
         if hit is None:
             todo.append(job)
             continue
-        done[job[0]] = {**hit, "history": hit.pop("scalars"), "cached": True}
+        history = hit.pop("scalars")
+        done[job[0]] = {**hit, "history": history, "cached": True}
         _log_network(done[job[0]], "from the cache", quiet)
 
     def on_done(i, value):
