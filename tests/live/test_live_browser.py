@@ -17,16 +17,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from browser_helpers import VIEWPORT, cut_off_network, launch, require_browser
 
-CHROMIUM = "/usr/bin/chromium"
-if not os.path.exists(CHROMIUM):
-    pytest.skip(f"{CHROMIUM} is not installed (scripts/ensure-chromium.sh installs it)", allow_module_level=True)
-pytest.importorskip("plotly")
-pytest.importorskip("torch")
-sync_api = pytest.importorskip("playwright.sync_api")
+sync_api = require_browser("plotly", "torch")
 
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run"]
 UNITS = 32  # two hidden layers of 16
 
 TRAINER = textwrap.dedent(
@@ -93,19 +87,10 @@ def test_live_page_grows_survives_the_trainer_and_resumes(watch_server, tmp_path
     store, url, server = watch_server
     trainers = []
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        page = browser.new_page(viewport={"width": 1300, "height": 900})
-        blocked, errors = [], []
-
-        def route(r):
-            if r.request.url.startswith(url):
-                r.continue_()
-            else:  # nothing from the network: every asset comes from the watch server
-                blocked.append(r.request.url)
-                r.abort()
-
-        page.route("**/*", route)
-        page.on("pageerror", lambda e: errors.append(str(e)))
+        browser = launch(p)
+        page = browser.new_page(viewport=VIEWPORT)
+        # nothing from the network: every asset comes from the watch server
+        blocked, errors = cut_off_network(page, allow=url)
         try:
             page.goto(url)
             page.wait_for_function("() => document.getElementById('live-writer').textContent.includes('waiting')")

@@ -1,16 +1,11 @@
 """The HTML report in a real browser: Debian's Chromium driven by Playwright, network cut off."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
+from browser_helpers import launch, open_offline, require_browser
 
-CHROMIUM = "/usr/bin/chromium"
-if not os.path.exists(CHROMIUM):
-    pytest.skip(f"{CHROMIUM} is not installed (scripts/ensure-chromium.sh installs it)", allow_module_level=True)
-pytest.importorskip("plotly")
-sync_api = pytest.importorskip("playwright.sync_api")
+sync_api = require_browser("plotly")
 
 from plot_helpers import fake_embedding, synthetic_trace  # noqa: E402
 
@@ -20,8 +15,6 @@ from mphate.plot.palettes import TAB10  # noqa: E402
 N_SLICES, LAYERS = 30, (40, 40, 20)
 N_UNITS = sum(LAYERS)
 N_POINTS = N_SLICES * N_UNITS  # 3000
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 @pytest.fixture(scope="module")
@@ -42,29 +35,9 @@ def reports(tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser():
     with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        b = launch(p)
         yield b
         b.close()
-
-
-def open_offline(browser, path):
-    """A page with every non-file request aborted; returns (page, blocked urls, JS errors)."""
-    context = browser.new_context(viewport={"width": 1300, "height": 900}, offline=True)
-    page = context.new_page()
-    blocked, errors = [], []
-
-    def route(r):
-        if r.request.url.startswith("file:"):
-            r.continue_()
-        else:
-            blocked.append(r.request.url)
-            r.abort()
-
-    page.route("**/*", route)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(path.as_uri())
-    page.wait_for_selector("body[data-ready='1']", timeout=60_000)
-    return page, blocked, errors
 
 
 def idle(page):

@@ -2,16 +2,10 @@
 and its page in a real browser: Debian's Chromium driven by Playwright, network cut off."""
 from __future__ import annotations
 
-import os
-
 import pytest
+from browser_helpers import launch, open_offline, require_browser
 
-CHROMIUM = "/usr/bin/chromium"
-if not os.path.exists(CHROMIUM):
-    pytest.skip(f"{CHROMIUM} is not installed (scripts/ensure-chromium.sh installs it)", allow_module_level=True)
-pytest.importorskip("torch")
-pytest.importorskip("matplotlib")
-sync_api = pytest.importorskip("playwright.sync_api")
+sync_api = require_browser("torch", "matplotlib")
 
 from runs_helpers import record_digits_runs  # noqa: E402
 
@@ -19,8 +13,6 @@ from mphate.cli import main  # noqa: E402
 
 NAMES = ["plain", "weight-decay", "dropout"]
 EPOCHS, UNITS = 20, 64  # two hidden layers of 32
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 @pytest.fixture(scope="session")
@@ -38,22 +30,8 @@ def digits_comparison(tmp_path_factory):
 @pytest.fixture(scope="module")
 def page(digits_comparison):
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        context = browser.new_context(viewport={"width": 1300, "height": 900}, offline=True)
-        page = context.new_page()
-        blocked, errors = [], []
-
-        def route(r):
-            if r.request.url.startswith("file:"):
-                r.continue_()
-            else:
-                blocked.append(r.request.url)
-                r.abort()
-
-        page.route("**/*", route)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto((digits_comparison / "index.html").as_uri())
-        page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+        browser = launch(p)
+        page, blocked, errors = open_offline(browser, digits_comparison / "index.html", timeout=30_000)
         yield page
         assert errors == [] and blocked == []
         browser.close()
