@@ -133,3 +133,18 @@ def test_bad_input_gives_one_clear_error(trace):
     one.partial_fit(trace.data[0])  # one slice: nothing to draw yet, no error
     assert one.last_frame_ is None and one.embedding_.shape == (0, 2)
     assert one.fit(trace).n_slices_ == 40  # fit = start over with the whole trace
+
+
+def test_refit_replaces_the_out_of_sample_slices_by_a_full_fit_aligned_to_the_frame(trace):
+    inc = IncrementalMPHATE(small_estimator(), refit_growth=None, refit_tolerance=None)
+    inc.partial_fit(trace.data[:6])
+    assert inc.refit().frames_[-1].kind == "refit" and len(inc.frames_) == 1  # nothing to refit: no-op
+    for s in range(6, 10):
+        inc.partial_fit(trace.data[s])
+    assert inc.n_fit_slices_ == 6 and inc.last_frame_.kind == "extend"
+    before = inc.embedding_.copy()
+    inc.refit(reason="the run stopped")
+    frame = inc.last_frame_
+    assert frame.kind == "refit" and frame.reason == "the run stopped" and frame.n_new == 0
+    assert inc.n_fit_slices_ == 10 and inc.embedding_.shape == before.shape
+    assert frame.residual is not None and frame.residual < RESIDUAL_BOUND  # aligned to the frame it replaced

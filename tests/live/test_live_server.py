@@ -137,3 +137,22 @@ def test_late_scalars_update_the_picture_without_new_slices(tmp_path, trace):
         frame = wait_for(lambda: "val_loss" in json.loads(get(server.url + "frame.json")[1] or b"{}").get("scalars", {}),
                          what="val_loss in the frame")
         assert frame
+
+
+def test_a_stopped_run_is_refitted_so_its_last_picture_is_a_full_fit(tmp_path, trace):
+    path = tmp_path / "run.trace"
+    options = {**OPTIONS, "incremental": {"refit_growth": None, "refit_tolerance": None}}
+    with WatchServer(path, port=0, **options) as server:
+        with Recorder(path) as rec:
+            record(rec, trace, range(2))  # the first fit
+            wait_for(lambda: server.session.status.get("embedded") == 2, what="the first fit")
+            record(rec, trace, range(2, 7))  # placed out of sample while the writer is alive
+            wait_for(lambda: server.session.status.get("embedded") == 7, what="7 slices")
+            assert server.session.status["last_frame"]["kind"] == "extend"
+        # the writer is gone: the slices placed out of sample are fitted with the rest
+        status = wait_for(lambda: (s := server.session.status)["last_frame"]["reason"] == "the run stopped" and s,
+                          what="the final refit")
+        assert status["writer"] == "gone" and status["last_frame"]["kind"] == "refit"
+        frame = wait_for(lambda: (f := json.loads(get(server.url + "frame.json")[1]))["live"]["kind"] == "refit" and f,
+                         what="the refit frame")
+        assert frame["live"]["n_slices"] == 7

@@ -15,7 +15,9 @@ Update rule (docs/live.md says why and what it costs):
   by ``refit_growth`` since the last fit, every ``refit_every`` slices if set, or when the
   out-of-sample error grows: the intraslice neighbourhood preservation (k = 10) of the last
   ``error_window`` extended slices falls more than ``refit_tolerance`` below that of the last
-  fit's own final slices.
+  fit's own final slices. :meth:`IncrementalMPHATE.refit` fits at once; the live view calls
+  it when the run stops (its writer is gone), so the picture a finished run leaves is a full
+  fit.
 * **Align.** A refit's metric MDS is started again from where its landmarks' points are
   drawn now (kept if its stress is within ``warm_slack`` of the fit's own layout), then
   mapped onto the previous frame by orthogonal Procrustes (rotation, reflection, uniform
@@ -380,6 +382,20 @@ class IncrementalMPHATE:
 
     def fit_transform(self, X, y=None):
         return self.fit(X).embedding_
+
+    def refit(self, reason: str = "asked for"):
+        """Fit every slice so far now, aligned to the current frame, if any was placed out of
+        sample since the last fit (the live view does it when the run stops, so that the last
+        picture is a full fit); a no-op otherwise, and before the first fit."""
+        self._check_params()
+        if getattr(self, "estimator_", None) is None or self.n_fit_slices_ == self.n_slices_:
+            return self
+        start = time.perf_counter()
+        frame = Frame("extend", self.n_slices_, 0, 0.0, oos_error=self._oos_error())
+        frame = self._refit(frame, reason, self.embedding_.copy())
+        frame.seconds = time.perf_counter() - start
+        self.frames_.append(frame)
+        return self
 
     @property
     def last_frame_(self) -> Frame | None:

@@ -173,6 +173,8 @@ class LiveSession:
         new = update.new_data if update.new_data is not None else np.empty((0,))
         if len(new):
             self._embed(new)
+        if update.writer == "gone":
+            self._final_refit()
         self._maybe_publish_frame(update)
         self._set_status(activity="idle")
 
@@ -201,6 +203,18 @@ class LiveSession:
             self._set_status(last_frame={"kind": frame.kind, "seconds": round(frame.seconds, 3),
                                          "residual": frame.residual, "reason": frame.reason},
                              message="")
+
+    def _final_refit(self) -> None:
+        """The run stopped (finished, crashed or killed): replace the slices placed out of
+        sample since the last fit by a full fit, so the picture it leaves is the best one."""
+        model = self._model
+        if getattr(model, "estimator_", None) is None or model.n_fit_slices_ == model.n_slices_:
+            return
+        self._set_status(activity="fitting", message=f"the run stopped: refitting all {model.n_slices_} slices")
+        model.refit(reason="the run stopped")
+        frame = model.last_frame_
+        self._set_status(last_frame={"kind": frame.kind, "seconds": round(frame.seconds, 3),
+                                     "residual": frame.residual, "reason": frame.reason}, message="")
 
     # ------------------------------------------------------------------ frames
     def _trace(self, store) -> Trace:
