@@ -4,9 +4,9 @@
 a child process of the training script (:mod:`mphate.live.worker`; at lowered priority, with a
 one-thread embedding, ending with the script) and subscribes to the recorder: after each slice
 it only writes one line to the child and hands finished W&B pictures to the run, so a training
-step pays microseconds. A thread of the training process instead (``worker="thread"``) would
-share its interpreter lock: on the digits MLP that cost 18-22 % of each step, the child 1.5 %
-(docs/live.md has the measurement).
+step pays microseconds. A thread of the training process instead (``worker="thread"``) shares
+its interpreter lock: on the digits MLP that cost 18 % of each step, a separate process 1.5 %
+(:mod:`mphate.live.worker` says how it was measured).
 The recorders reach this module through ``mphate.optional.require`` only when asked to, so
 capture itself never depends on the live view.
 """

@@ -388,7 +388,7 @@ class IncrementalMPHATE:
         sample since the last fit (the live view does it when the run stops, so that the last
         picture is a full fit); a no-op otherwise, and before the first fit."""
         self._check_params()
-        if getattr(self, "estimator_", None) is None or self.n_fit_slices_ == self.n_slices_:
+        if not self.out_of_sample_slices_:
             return self
         start = time.perf_counter()
         frame = Frame("extend", self.n_slices_, 0, 0.0, oos_error=self._oos_error())
@@ -396,6 +396,13 @@ class IncrementalMPHATE:
         frame.seconds = time.perf_counter() - start
         self.frames_.append(frame)
         return self
+
+    @property
+    def out_of_sample_slices_(self) -> int:
+        """Slices placed out of sample since the last fit (0 before the first fit)."""
+        if getattr(self, "estimator_", None) is None:
+            return 0
+        return self.n_slices_ - self.n_fit_slices_
 
     @property
     def last_frame_(self) -> Frame | None:

@@ -94,7 +94,7 @@ class PictureLogger:
         self._pending: list[dict] = []
         self._lock = threading.Lock()
         if self.wandb_run is not None:
-            self.wandb_run.define_metric("mphate/*", step_metric="mphate/train_step")
+            define_wandb_axis(self.wandb_run)
 
     # ------------------------------------------------------------------ frame callback (worker)
     def __call__(self, embedding, trace, frame=None) -> None:
@@ -113,9 +113,7 @@ class PictureLogger:
             if hasattr(self.tensorboard, "flush"):
                 self.tensorboard.flush()
         if self.wandb_run is not None:
-            wandb = require("wandb", "logging the live picture to Weights & Biases")
-            entry = {self.tag: wandb.Image(image, caption=f"{trace.n_slices} slices, step {step}"),
-                     "mphate/slices": trace.n_slices, "mphate/train_step": step}
+            entry = wandb_entry(self.tag, image, trace.n_slices, step)
             if self.html:
                 from mphate.plot.html import report_html
 
@@ -146,6 +144,18 @@ class PictureLogger:
         if latest is not None and (not self.logged or self.logged[-1] != latest[1].n_slices):
             self.log(*latest)
         self.flush()
+
+
+def define_wandb_axis(run) -> None:
+    """Plot the ``mphate/...`` keys of a W&B run against the training step they were drawn at."""
+    run.define_metric("mphate/*", step_metric="mphate/train_step")
+
+
+def wandb_entry(tag: str, image, n_slices: int, step: int) -> dict:
+    """One W&B log entry of the live picture; ``image``: an RGB array or a PNG's path."""
+    wandb = require("wandb", "logging the live picture to Weights & Biases")
+    return {tag: wandb.Image(image, caption=f"{n_slices} slices, step {step}"),
+            "mphate/slices": n_slices, "mphate/train_step": step}
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:

@@ -66,6 +66,12 @@ class Broadcast:
             self._changed.notify_all()
 
 
+def _frame_status(frame) -> dict:
+    """What the status line says of a :class:`~mphate.live.incremental.Frame`."""
+    return {"kind": frame.kind, "seconds": round(frame.seconds, 3), "residual": frame.residual,
+            "reason": frame.reason}
+
+
 def _finite(value):
     return float(value) if value is not None and math.isfinite(value) else None
 
@@ -198,23 +204,18 @@ class LiveSession:
         what = f"refitting {model.n_slices_ + len(new)} slices ({due})" if due else f"placing {len(new)} new slice(s)"
         self._set_status(activity="fitting", message=what)
         model.partial_fit(new)
-        frame = model.last_frame_
-        if frame is not None:
-            self._set_status(last_frame={"kind": frame.kind, "seconds": round(frame.seconds, 3),
-                                         "residual": frame.residual, "reason": frame.reason},
-                             message="")
+        if model.last_frame_ is not None:
+            self._set_status(last_frame=_frame_status(model.last_frame_), message="")
 
     def _final_refit(self) -> None:
         """The run stopped (finished, crashed or killed): replace the slices placed out of
         sample since the last fit by a full fit, so the picture it leaves is the best one."""
         model = self._model
-        if getattr(model, "estimator_", None) is None or model.n_fit_slices_ == model.n_slices_:
+        if not model.out_of_sample_slices_:
             return
         self._set_status(activity="fitting", message=f"the run stopped: refitting all {model.n_slices_} slices")
         model.refit(reason="the run stopped")
-        frame = model.last_frame_
-        self._set_status(last_frame={"kind": frame.kind, "seconds": round(frame.seconds, 3),
-                                     "residual": frame.residual, "reason": frame.reason}, message="")
+        self._set_status(last_frame=_frame_status(model.last_frame_), message="")
 
     # ------------------------------------------------------------------ frames
     def _trace(self, store) -> Trace:

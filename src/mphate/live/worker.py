@@ -1,11 +1,13 @@
 """The live view in a child process of the training script (what ``watch=True`` starts).
 
 Why a process and not a thread: the embedding is NumPy/SciPy work driven from Python, and a
-thread of the training process holds the interpreter lock for much of it. Measured on the
-digits MLP (``benchmarks/bench_live.py --overhead``, 2 cores, one torch thread, 1.2 ms
-steps): the live session on a background thread slowed the mean training step by 18-22 %,
-the same session in a child process by 1.5 % (docs/live.md). A child at lowered priority
-only competes for a core, which ``nice`` settles, and cannot stall a step.
+thread of the training process holds the interpreter lock for much of it. Measured once on
+the digits MLP (150 epochs, 2 cores, one torch thread, 1.2 ms steps, a quiet machine): the
+live session on a background thread slowed the mean training step by 18 %, the same session
+in a separate niced ``mphate watch`` process by 1.5 %. ``benchmarks/bench_live.py
+--overhead`` compares the two ways (it does not separate them on a loaded machine, where a
+niced worker barely runs). A child only competes for a core, which ``nice`` settles, and
+cannot stall a step.
 
 Protocol, one JSON object per line:
 
@@ -29,6 +31,8 @@ import threading
 import time
 from pathlib import Path
 
+from mphate.live.logging import define_wandb_axis, wandb_entry
+
 __all__ = ["WorkerHandle", "PictureRelay", "main"]
 
 #: seconds a new child may take to import the stack and bind its port
@@ -48,7 +52,7 @@ class PictureRelay:
         self._pending: list[dict] = []
         self._lock = threading.Lock()
         if wandb_run is not None:
-            wandb_run.define_metric("mphate/*", step_metric="mphate/train_step")
+            define_wandb_axis(wandb_run)
 
     def add(self, event: dict) -> None:
         """A ``picture`` event from the child (reader thread)."""
@@ -61,14 +65,8 @@ class PictureRelay:
         """Log the pictures the child drew since the last call to the W&B run (training thread)."""
         with self._lock:
             pending, self._pending = self._pending, []
-        if pending:
-            from mphate.optional import require
-
-            wandb = require("wandb", "logging the live picture to Weights & Biases")
-            for event in pending:
-                caption = f"{event['n_slices']} slices, step {event['step']}"
-                self.wandb_run.log({self.tag: wandb.Image(event["path"], caption=caption),
-                                    "mphate/slices": event["n_slices"], "mphate/train_step": event["step"]})
+        for event in pending:
+            self.wandb_run.log(wandb_entry(self.tag, event["path"], event["n_slices"], event["step"]))
         return len(pending)
 
 
