@@ -104,3 +104,36 @@ def test_resume_from_a_checkpoint_continues_the_same_store(tmp_path, data):
     np.testing.assert_array_equal(after.steps, [2, 4, 6, 8, 10, 12])
     np.testing.assert_array_equal(after.data[:2], first.data[:2])
     assert callback.recorder.run_id == TraceStore.open(tmp_path / "run").run_id
+
+
+def test_watch_option_serves_the_run_live_from_the_callback(tmp_path, data):
+    """The callback takes the recorder's live options: watch= starts the page with the first
+    recorded epoch, it embeds every epoch, and the fit's end reads as the writer gone."""
+    pytest.importorskip("plotly")
+    import json
+    import time
+    import urllib.request
+
+    from mphate import MPHATE
+
+    loader, X_trace, y_trace = data
+    estimator = MPHATE(random_state=0, n_landmark=100, interslice_knn=2, n_jobs=1)
+    callback = LightningTraceCallback(X_trace, tmp_path / "watched.trace", labels=y_trace,
+                                      watch={"port": 0, "quiet": True, "poll_interval": 0.05,
+                                             "estimator": estimator})
+    make_trainer(tmp_path, callback, max_epochs=4).fit(DigitsNet(), loader)
+    live = callback.recorder.live
+    try:
+        assert live is not None and live.url.startswith("http://127.0.0.1:")
+
+        def status():
+            with urllib.request.urlopen(live.url + "status.json", timeout=10) as response:
+                return json.loads(response.read())
+
+        deadline = time.monotonic() + 60
+        while not (status().get("embedded") == 4 and status()["writer"] == "gone"):
+            assert time.monotonic() < deadline, status()
+            time.sleep(0.05)
+        assert status()["n_slices"] == 4
+    finally:
+        live.stop()
