@@ -22,7 +22,7 @@ one torch thread, and the optimiser steps are timed. The live session embeds mea
 (niced, one thread).
 
     .venv/bin/python benchmarks/bench_live.py [--trace PATH.npz] [--slices 300] [--n-jobs 2]
-        [--no-stale] [--json OUT]
+        [--no-stale] [--json OUT] [--incremental '{"refit_growth": 0.2, "warm_slack": null}']
     .venv/bin/python benchmarks/bench_live.py --overhead [--epochs 150] [--json OUT]
 
 The trace is recorded (about 90 s) into --trace when that file is missing. Timings on a
@@ -59,9 +59,12 @@ def load_trace(path: Path, n_slices: int) -> np.ndarray:
         return np.asarray(npz["trace"][:n_slices], dtype=np.float32)
 
 
-def replay(data: np.ndarray, estimator: MPHATE, stop_refits_after=None) -> tuple[IncrementalMPHATE, list]:
-    """Feed ``data`` slice by slice; returns the estimator and one record per frame."""
-    inc = IncrementalMPHATE(estimator)
+def replay(data: np.ndarray, estimator: MPHATE, stop_refits_after=None, options=None
+           ) -> tuple[IncrementalMPHATE, list]:
+    """Feed ``data`` slice by slice; returns the estimator and one record per frame.
+
+    ``options``: keyword arguments of IncrementalMPHATE (the update rule's knobs)."""
+    inc = IncrementalMPHATE(estimator, **(options or {}))
     records = []
     for s in range(len(data)):
         if stop_refits_after is not None and s == stop_refits_after:
@@ -174,6 +177,8 @@ def main(argv=None) -> int:
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--no-stale", action="store_true", help="skip the replay without late refits")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--incremental", type=json.loads, default={}, metavar="JSON",
+                        help='IncrementalMPHATE options of the replays, e.g. \'{"refit_growth": 0.2}\'')
     parser.add_argument("--overhead", action="store_true", help="measure what watch=True costs a training step")
     parser.add_argument("--epochs", type=int, default=150, help="epochs of each --overhead run")
     args = parser.parse_args(argv)
@@ -194,11 +199,12 @@ def main(argv=None) -> int:
     full_s = time.perf_counter() - start
     reference = neighbor_preservation(full, data, k=10)
     print(f"full fit of {len(data)} slices: {full_s:.1f} s, preservation {reference}", flush=True)
-    results = {"trace": list(data.shape), "n_jobs": args.n_jobs, "full_fit_s": full_s, "full": reference}
+    results = {"trace": list(data.shape), "n_jobs": args.n_jobs, "incremental": args.incremental,
+               "full_fit_s": full_s, "full": reference}
     runs = [("live", None)] + ([] if args.no_stale else [("stale", len(data) // 2)])
     for name, stop in runs:
         print(f"{name} replay" + (f" (no refit after slice {stop})" if stop else ""), flush=True)
-        inc, records = replay(data, estimator(), stop)
+        inc, records = replay(data, estimator(), stop, args.incremental)
         summary = summarise(records)
         summary["preservation"] = neighbor_preservation(inc.embedding_, data, k=10)
         summary["minus_full"] = {k: summary["preservation"][k] - reference[k] for k in reference}
