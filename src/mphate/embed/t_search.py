@@ -1,0 +1,245 @@
+"""``t="auto"``: the diffusion time whose picture keeps the trace's own neighbourhoods best.
+
+Why not the knee of the von Neumann entropy: on real training runs, intraslice preservation
+rises with t while interslice preservation falls, so the picture's quality is a trade-off that
+the entropy curve does not see. On the benchmark panel (docs/benchmarks.md) the knee fell at
+t = 6 on one run and t = 67 on another, costing up to 0.14 of intraslice preservation; the t that
+maximised intraslice + interslice preservation (k = 10, in the z-scored trace, no labels) matched
+the reference on every run.
+
+So ``t="auto"`` scores candidate times by that sum, measured on a quick version of the very
+picture the fit would draw:
+
+1. ``P^t``'s potential for every landmark (the fit's own potential step);
+2. metric MDS (classical MDS start, SMACOF) of a random subsample of ``n_sample`` landmarks;
+3. every other landmark placed against ``n_anchor`` of those by a few Guttman steps with the
+   subsample fixed (out-of-sample metric MDS);
+4. the points through the fit's own point-to-landmark transitions, scored on a random subsample
+   of slices (intraslice) and units (interslice) against the trace's kNN.
+
+The candidates are a factor-2 grid from 6 to ``t_max``, then one refinement round at the
+geometric midpoints beside the best (:func:`search_t`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mphate.embed import mds
+
+#: the coarse grid of candidate times (capped at t_max)
+COARSE_T = (6, 12, 25, 50, 100)
+#: landmarks embedded by SMACOF for each candidate; the rest are placed out of sample
+N_SAMPLE = 1000
+#: landmarks of that subsample the others are placed against
+N_ANCHOR = 300
+#: slices scored for intraslice, units scored for interslice preservation
+N_SCORED_SLICES, N_SCORED_UNITS = 30, 64
+#: neighbours of the preservation score (as in the paper's Table 1)
+SCORE_K = 10
+
+
+#: scores this close to the best are ties (the quick pictures' scores scatter by about this
+#: much between neighbouring t on a flat stretch); among ties the smallest t wins
+SCORE_TIE = 0.005
+
+
+def search_t(score, t_max: int, coarse=COARSE_T, rounds: int = 1, tie: float = SCORE_TIE) -> tuple[int, dict]:
+    """Maximise ``score(t)`` over integer t in [1, t_max]: a coarse grid, then refinement.
+
+    After the grid, each round scores the geometric midpoints between the best t so far and
+    its neighbours among the scored times. Nothing below the grid's smallest t is tried: t of
+    2-5 hardly diffuses (noise in the trace stays in the picture), and the live view's
+    out-of-sample slices fall further behind a full fit there (0.03 interslice at t = 2 on the
+    synthetic trace of tests/live, against 0.02 allowed). The answer is the smallest scored t within ``tie``
+    of the best score: on the flat top of a score curve, less smoothing keeps more of the
+    fine structure (interslice preservation falls with t on real runs).
+
+    Parameters
+    ----------
+    score : callable, int -> float
+    t_max : int
+    coarse : iterable of int
+        The first candidates; those above ``t_max`` are replaced by ``t_max``.
+    rounds : int
+
+    Returns
+    -------
+    best : int
+    scores : dict of int -> float, every t scored
+    """
+    candidates = sorted({int(min(max(t, 1), t_max)) for t in coarse})
+    scores = {t: float(score(t)) for t in candidates}
+
+    def best_t():
+        return max(scores, key=lambda t: (scores[t], -t))
+
+    for _ in range(rounds):
+        best = best_t()
+        scored = sorted(scores)
+        i = scored.index(best)
+        below = scored[i - 1] if i > 0 else None
+        above = scored[i + 1] if i + 1 < len(scored) else None
+        new = []
+        for neighbour in (below, above):
+            if neighbour is not None:
+                mid = int(round(np.sqrt(best * neighbour)))
+                if mid not in scores and 1 <= mid <= t_max:
+                    new.append(mid)
+        if not new:
+            break
+        for t in new:
+            scores[t] = float(score(t))
+    top = max(scores.values())
+    return min(t for t, value in scores.items() if value >= top - tie), scores
+
+
+@dataclass
+class ScoringSample:
+    """What the score of every candidate t shares: fixed subsamples and the trace's kNN.
+
+    Attributes
+    ----------
+    sampled : ndarray, shape (m,)
+        Landmarks embedded by SMACOF.
+    others : ndarray, shape (L - m,)
+        The rest, placed out of sample.
+    anchors : ndarray, shape (a,)
+        Positions within ``sampled`` the others are placed against.
+    slices, units : ndarray
+        Scored slices (intraslice) and units (interslice).
+    reference_intra : ndarray, shape (n_scored_slices, n_units, k_intra) or None
+    reference_inter : ndarray, shape (n_scored_units, n_slices, k_inter) or None
+        The trace's nearest neighbours (in the kernel's features) within each scored slice /
+        along each scored unit's history; None when there are too few units / slices.
+    mds_seed : int
+        Seed of the classical-MDS start, the same for every candidate.
+    """
+
+    sampled: np.ndarray
+    others: np.ndarray
+    anchors: np.ndarray
+    slices: np.ndarray
+    units: np.ndarray
+    reference_intra: np.ndarray | None
+    reference_inter: np.ndarray | None
+    mds_seed: int
+
+
+def _knn(points: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k nearest other rows within each batch: (b, n, d) -> (b, n, k).
+
+    One batch at a time, so memory stays at one n x n block (wide layers have thousands of units).
+    """
+    out = np.empty(points.shape[:2] + (k,), dtype=np.intp)
+    n = points.shape[1]
+    diagonal = np.arange(n)
+    for b, block in enumerate(points):
+        block = block.astype(np.float32, copy=False)
+        sq = np.einsum("ij,ij->i", block, block)
+        dist = sq[:, None] + sq[None, :] - 2 * (block @ block.T)
+        dist[diagonal, diagonal] = np.inf
+        out[b] = np.argpartition(dist, k - 1, axis=1)[:, :k]
+    return out
+
+
+def _overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean fraction of shared entries between index sets a and b, both (..., k)."""
+    k = a.shape[-1]
+    return float((a[..., :, None] == b[..., None, :]).any(-1).sum(-1).mean() / k)
+
+
+def scoring_sample(features: np.ndarray, n_landmark: int, rng: np.random.Generator, *,
+                   n_sample: int = N_SAMPLE, n_anchor: int = N_ANCHOR,
+                   n_slices_scored: int = N_SCORED_SLICES, n_units_scored: int = N_SCORED_UNITS,
+                   k: int = SCORE_K) -> ScoringSample:
+    """Draw the subsamples and the trace's neighbourhoods for scoring candidate times.
+
+    Parameters
+    ----------
+    features : ndarray, shape (n_slices, n_units, n_features)
+        What the kernel was built from (the z-scored trace by default).
+    n_landmark : int
+        Landmarks of the fitted operator (L).
+    rng : numpy.random.Generator
+    """
+    n_slices, n_units, _ = features.shape
+    sampled = np.sort(rng.choice(n_landmark, size=min(n_sample, n_landmark), replace=False))
+    others = np.setdiff1d(np.arange(n_landmark), sampled)
+    anchors = np.sort(rng.choice(len(sampled), size=min(n_anchor, len(sampled)), replace=False))
+    slices = np.sort(rng.choice(n_slices, size=min(n_slices_scored, n_slices), replace=False))
+    units = np.sort(rng.choice(n_units, size=min(n_units_scored, n_units), replace=False))
+    k_intra, k_inter = min(k, n_units - 1), min(k, n_slices - 1)
+    reference_intra = _knn(features[slices], k_intra) if k_intra >= 1 else None
+    reference_inter = (_knn(np.ascontiguousarray(features[:, units].transpose(1, 0, 2)), k_inter)
+                       if k_inter >= 1 else None)
+    return ScoringSample(sampled, others, anchors, slices, units, reference_intra, reference_inter,
+                         mds_seed=int(rng.integers(2**31 - 1)))
+
+
+def quick_landmark_layout(potential: np.ndarray, sample: ScoringSample, n_components: int, *,
+                          metric: bool, max_iter: int, tol: float, n_threads: int,
+                          placement_steps: int = 10) -> np.ndarray:
+    """A cheap stand-in for the fit's landmark layout at one t.
+
+    Parameters
+    ----------
+    potential : ndarray, shape (L, L), centred columns
+        The potential of ``P^t`` for every landmark.
+
+    Returns
+    -------
+    ndarray, shape (L, n_components)
+    """
+    rows = potential[sample.sampled]
+    rng = np.random.default_rng(sample.mds_seed)
+    layout_sampled = mds.classical_mds_from_points(rows, n_components, rng, center=False)
+    if metric:
+        distances = mds.pairwise_distances(rows, dtype=np.float32, center=False)
+        layout_sampled, _ = mds.smacof(distances, layout_sampled, max_iter=max_iter, tol=tol,
+                                       n_threads=n_threads)
+    layout = np.empty((potential.shape[0], n_components))
+    layout[sample.sampled] = layout_sampled
+    if len(sample.others):
+        anchor_rows = rows[sample.anchors]
+        other_rows = potential[sample.others]
+        # potential distances of the other landmarks to the anchors, (L - m, a)
+        target = (np.einsum("ij,ij->i", other_rows, other_rows)[:, None]
+                  + np.einsum("ij,ij->i", anchor_rows, anchor_rows)[None, :]
+                  - 2 * (other_rows @ anchor_rows.T))
+        np.maximum(target, 0, out=target)
+        np.sqrt(target, out=target)
+        target = target.astype(np.float32, copy=False)
+        anchors = layout_sampled[sample.anchors].astype(np.float32)
+        anchor_sq = np.einsum("ij,ij->i", anchors, anchors)
+        # start at the mean of the 3 nearest anchors, then Guttman steps with the anchors fixed
+        # (each cannot raise the placed point's stress against them):
+        #   x <- mean_a [a + target_xa (x - a) / |x - a|] = mean(a) + x mean(r) - r @ a / n_a
+        nearest = np.argpartition(target, 2, axis=1)[:, :3]
+        placed = anchors[nearest].mean(axis=1)
+        centre = anchors.mean(axis=0)
+        for _ in range(placement_steps):
+            dist = np.einsum("ij,ij->i", placed, placed)[:, None] + anchor_sq[None, :] - 2 * (placed @ anchors.T)
+            np.maximum(dist, 1e-24, out=dist)
+            np.sqrt(dist, out=dist)
+            ratio = np.divide(target, dist, out=dist)
+            placed = centre + placed * ratio.mean(axis=1, keepdims=True) - (ratio @ anchors) / len(anchors)
+        layout[sample.others] = placed
+    return layout
+
+
+def preservation_score(embedding: np.ndarray, sample: ScoringSample, n_slices: int, n_units: int) -> tuple:
+    """Intraslice and interslice preservation of ``embedding`` (N, d) on the scored subsample.
+
+    Returns (intraslice, interslice); a kind without a reference is None.
+    """
+    emb = embedding.reshape(n_slices, n_units, -1)
+    intra = inter = None
+    if sample.reference_intra is not None:
+        k = sample.reference_intra.shape[-1]
+        intra = _overlap(sample.reference_intra, _knn(emb[sample.slices], k))
+    if sample.reference_inter is not None:
+        k = sample.reference_inter.shape[-1]
+        inter = _overlap(sample.reference_inter, _knn(np.ascontiguousarray(emb[:, sample.units].transpose(1, 0, 2)), k))
+    return intra, inter
