@@ -70,14 +70,15 @@ def test_an_ambiguous_t_is_one_warning_line_and_the_report_shows_the_curve(tmp_p
     t = np.arange(1, 101, dtype=float)
     two_bends = 8 - 0.5 * np.minimum(t, 6) - 0.01 * t - 2.2 * np.clip((t - 40) / 30, 0, 1)
     monkeypatch.setattr(diffusion, "von_neumann_entropy", lambda eigenvalues, t_max=100: two_bends[:t_max])
-    code, _, err = run(capsys, "embed", files["trace"], "-o", tmp_path / "e.npz", *FAST)
+    # t="knee" warns; t="auto" scores pictures instead of trusting the curve
+    code, _, err = run(capsys, "embed", files["trace"], "-o", tmp_path / "e.npz", *FAST, "--t", "knee")
     assert code == 0
     assert err.count("mphate embed: warning: the von Neumann entropy curve has 2 knees") == 1
     assert "Traceback" not in err and "warnings.warn" not in err
 
     # the report fits 2-D and 3-D: the same warning once, and the curve as a figure
     rep = tmp_path / "rep"
-    code, _, err = run(capsys, "report", files["trace"], "-o", rep, "--dpi", "30", *FAST)
+    code, _, err = run(capsys, "report", files["trace"], "-o", rep, "--dpi", "30", *FAST, "--t", "knee")
     assert code == 0
     assert err.count("knees that fit about equally well") == 1
     assert (rep / "entropy.png").stat().st_size > 1000
@@ -172,6 +173,6 @@ def test_read_only_output_folder(tmp_path, files, capsys):
 def test_bad_parameter_values(files, capsys):
     with pytest.raises(SystemExit):
         main(["embed", str(files["trace"]), "--t", "soon"])
-    assert "must be 'auto' or a positive integer" in capsys.readouterr().err
+    assert "must be 'auto', 'knee' or a positive integer" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["embed", str(files["trace"]), "--n-components", "4"])

@@ -117,7 +117,7 @@ def test_each_option_reaches_its_estimator_parameter(command):
 
 
 @pytest.mark.parametrize("option, text, message", [
-    ("--t", "0", "must be 'auto' or a positive integer"),
+    ("--t", "0", "must be 'auto', 'knee' or a positive integer"),
     ("--gamma", "2", "must be a number in [-1, 1]"),
     ("--decay", "-1", "must be a positive number"),
     ("--n-landmark", "1", "must be an integer >= 2 or 'none'"),

@@ -104,8 +104,8 @@ def test_spectral_stride_subsamples_slices_and_is_deterministic(trace):
     assert not two_slices.multislice_kernel_.lean
 
 
-def test_auto_t_is_the_entropy_knee(trace):
-    est = fast().fit(trace.data)
+def test_knee_t_is_the_entropy_knee(trace):
+    est = fast(t="knee").fit(trace.data)
     assert 1 <= est.t_ <= est.t_max
     assert est.t_candidates_[0] == est.t_
     # entropy falls with t
@@ -121,13 +121,13 @@ def test_two_near_equal_knees_warn_and_are_reported(trace, monkeypatch):
     # a fast early drop, a slope, a second drop from t=40 to 70: two knees that fit about equally
     two_bends = 8 - 0.5 * np.minimum(t, 6) - 0.01 * t - 2.2 * np.clip((t - 40) / 30, 0, 1)
     monkeypatch.setattr(diffusion, "von_neumann_entropy", lambda eigenvalues, t_max=100: two_bends[:t_max])
-    est = fast()
+    est = fast(t="knee")
     with pytest.warns(diffusion.AmbiguousKneeWarning, match=r"t=7 \(taken\) and t=60") as record:
         est.fit(trace)
     assert est.t_ == 7 and est.t_candidates_ == [7, 60]
     # the warning points at the user's line, through fit_transform too
     with pytest.warns(diffusion.AmbiguousKneeWarning) as again:
-        fast().fit_transform(trace)
+        fast(t="knee").fit_transform(trace)
     assert {w.filename for w in (*record, *again)} == {__file__}
     # a t given by the user is not second-guessed; the candidates stay for inspection
     with warnings.catch_warnings():

@@ -42,14 +42,24 @@ ORDER = list(STEPS)
     ("random_state", 1, "landmarks"),
     ("t", 12, "diffusion time"),
     ("t_max", 50, "diffusion time"),
-    ("gamma", 0.5, "embedding"),
-    ("n_components", 3, "embedding"),
-    ("mds", "classic", "embedding"),
+    # t="auto" scores quick pictures drawn with the embedding's parameters
+    ("gamma", 0.5, "diffusion time"),
+    ("n_components", 3, "diffusion time"),
+    ("mds", "classic", "diffusion time"),
     ("n_jobs", 2, None),
     ("verbose", 0, None),
 ])
 def test_a_refit_reruns_the_stage_a_parameter_feeds_and_everything_after(trace, param, value, first_rerun):
     est = _fitted(trace)
+    _check_refit(est, trace, param, value, first_rerun)
+
+
+@pytest.mark.parametrize("param,value", [("gamma", 0.5), ("n_components", 3), ("mds", "classic")])
+def test_with_a_fixed_t_the_embedding_parameters_rerun_only_the_embedding(trace, param, value):
+    _check_refit(_fitted(trace, t=9), trace, param, value, "embedding")
+
+
+def _check_refit(est, trace, param, value, first_rerun):
     before = est.embedding_.copy()
     est.set_params(**{param: value}).fit(trace.data)
     ran = set(est.timings_)

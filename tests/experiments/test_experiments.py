@@ -182,8 +182,8 @@ def test_generalization_run_tiny(tmp_path):
             float(r["final_val_loss"]) - float(r["final_train_loss"]), abs=1e-5)
         assert float(r["visualization_variance"]) > 0
         assert int(r["embedded_slices"]) == 6
-        # the automatic t each network got, and its rival knees, best first
-        assert int(r["t"]) == int(r["t_candidates"].split()[0]) >= 1
+        # the automatic t each network got, and the knees of its entropy curve, best first
+        assert 1 <= int(r["t"]) <= 100 and all(int(t) >= 1 for t in r["t_candidates"].split())
         # every network also embedded at the common times: one diffusion step keeps more of the
         # spread than forty
         assert float(r["variance_t1"]) > float(r["variance_t40"]) > 0

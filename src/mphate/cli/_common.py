@@ -69,6 +69,12 @@ def _auto_or_positive(text: str):
     return int_at_least(text, 1, "'auto' or a positive integer")
 
 
+def _t_value(text: str):
+    if text in ("auto", "knee"):
+        return text
+    return int_at_least(text, 1, "'auto', 'knee' or a positive integer")
+
+
 def _is_none(text: str) -> bool:
     return text.lower() == "none"
 
@@ -128,8 +134,9 @@ ESTIMATOR_OPTIONS = [
     EstimatorOption("intraslice_knn", positive_int, "K", "neighbours that set each point's kernel bandwidth within its slice"),
     EstimatorOption("interslice_knn", positive_int, "K", "neighbours that set the bandwidth between one unit's slices"),
     EstimatorOption("decay", positive_float, "ALPHA", "alpha of the within-slice alpha-decay kernel"),
-    EstimatorOption("t", _auto_or_positive, "T",
-                    "diffusion time: a positive integer, or 'auto', the knee of the von Neumann entropy"),
+    EstimatorOption("t", _t_value, "T",
+                    "diffusion time: a positive integer; 'auto', the candidate whose quick picture "
+                    "keeps the trace's neighbourhoods best; or 'knee', the knee of the von Neumann entropy"),
     EstimatorOption("gamma", _gamma_value, "G", "potential, in [-1, 1]: 0 square root (M-PHATE), 1 log (PHATE)"),
     EstimatorOption("normalize", None, None,
                     "z-score each unit's activations across the trace inputs at each slice "

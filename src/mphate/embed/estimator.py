@@ -27,8 +27,14 @@ class MPHATE(BaseEstimator):
         k for the single bandwidth of the kernel between one unit's slices.
     decay : float, default 5
         Alpha of the intraslice alpha-decay kernel.
-    t : int or "auto", default "auto"
-        Diffusion time; "auto" picks the knee of the von Neumann entropy.
+    t : int, "auto" or "knee", default "auto"
+        Diffusion time. "auto" scores candidate times (a factor-2 grid from 6 to ``t_max``,
+        then the midpoints beside the best) by the intraslice + interslice neighbourhood
+        preservation (k = 10, against the trace itself: no labels) of a quick version of the
+        picture each gives, and takes the best (:mod:`mphate.embed.t_search`; about 7 quick
+        layouts, each cheaper than the final one). "knee" takes the knee of the von Neumann
+        entropy curve (PHATE's rule: free, but on real runs it can land far from the best
+        picture; docs/algorithm.md).
     gamma : float in [-1, 1], default 0
         Potential: 0 is the square-root potential (M-PHATE's default), 1 the log potential.
     normalize : bool, default True
@@ -89,9 +95,14 @@ class MPHATE(BaseEstimator):
         Von Neumann entropy of the operator at t = 1..t_max.
     t_candidates_ : list of int
         Every knee of ``entropy_`` whose two-segment fit is within 25% of the best, best
-        first (the first is what t="auto" takes). Two entries mean a two-bend curve: the
-        automatic t could as well have been the other, and the picture can differ a lot
-        between them; t="auto" then warns (:class:`mphate.embed.diffusion.AmbiguousKneeWarning`).
+        first (the first is what t="knee" takes). Two entries mean a two-bend curve: the
+        knee could as well have been the other, and the picture can differ a lot between
+        them; t="knee" then warns (:class:`mphate.embed.diffusion.AmbiguousKneeWarning`).
+    t_scores_ : dict of int -> (float, float)
+        t="auto": every candidate t scored, with the (intraslice, interslice) preservation of
+        its quick picture on the scored subsample (a kind is None when the trace has too few
+        units or slices for it); ``t_`` is the candidate with the largest sum. Empty for a
+        given t or "knee".
     landmark_embedding_ : ndarray, shape (n_landmark_, n_components)
     landmark_operator_ : mphate.embed.landmarks.LandmarkOperator
         ``labels`` (N,), ``point_to_landmark`` (N, n_landmark_) sparse row-stochastic
@@ -152,10 +163,10 @@ class MPHATE(BaseEstimator):
             raise ValueError(f"decay must be a positive number; got {self.decay!r}")
         if not (isinstance(self.t_max, (int, np.integer)) and self.t_max >= 3):
             raise ValueError(f"t_max must be an integer >= 3; got {self.t_max!r}")
-        if self.t != "auto" and not (
+        if self.t not in ("auto", "knee") and not (
             isinstance(self.t, (int, np.integer)) and not isinstance(self.t, bool) and self.t >= 1
         ):
-            raise ValueError(f"t must be 'auto' or a positive integer; got {self.t!r}")
+            raise ValueError(f"t must be 'auto', 'knee' or a positive integer; got {self.t!r}")
         if not (np.isscalar(self.gamma) and -1 <= self.gamma <= 1):
             raise ValueError(f"gamma must be a number in [-1, 1]; got {self.gamma!r}")
         if self.n_landmark is not None and (
@@ -182,6 +193,8 @@ class MPHATE(BaseEstimator):
     def _stages(self, n_slices, n_units) -> list:
         """The pipeline for a trace of this size, each stage with its parameters."""
         stride = self._spectral_stride(n_slices, n_units)
+        picture = dict(gamma=self.gamma, n_components=self.n_components, mds=self.mds,
+                       mds_max_iter=self.mds_max_iter, mds_tol=self.mds_tol)
         return [
             # only a spectral step on the whole graph uses the kernel many times; otherwise it
             # is used once or twice, and keeping just the features (lean) saves its memory
@@ -190,9 +203,10 @@ class MPHATE(BaseEstimator):
                                  store_blocks=None if stride == 1 else False),
             pipeline.LandmarkStage(n_landmark=self.n_landmark, n_svd=self.n_svd, stride=stride or 1),
             pipeline.SpectrumStage(),
-            pipeline.DiffusionTimeStage(t=self.t, t_max=self.t_max),
-            pipeline.EmbeddingStage(gamma=self.gamma, n_components=self.n_components, mds=self.mds,
-                                    mds_max_iter=self.mds_max_iter, mds_tol=self.mds_tol),
+            # t="auto" scores quick pictures, so the embedding's parameters are its inputs too
+            pipeline.DiffusionTimeStage(t=self.t, t_max=self.t_max,
+                                        **(picture if isinstance(self.t, str) and self.t == "auto" else {})),
+            pipeline.EmbeddingStage(**picture),
         ]
 
     # ------------------------------------------------------------------ fitting
@@ -245,6 +259,7 @@ class MPHATE(BaseEstimator):
         self.spectrum_ = state.spectrum
         self.entropy_ = state.entropy
         self.t_candidates_ = list(state.t_candidates)
+        self.t_scores_ = dict(state.t_scores)
         self.t_ = state.t
         self.landmark_embedding_ = state.landmark_embedding
         self.embedding_ = state.embedding

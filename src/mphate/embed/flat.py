@@ -130,7 +130,7 @@ def phate_flattened(X: np.ndarray, *, knn_k: int = 5, decay: float = 40, n_landm
         FlatKernelStage(knn=knn_k, decay=decay),
         LandmarkStage(n_landmark=n_landmark, n_svd=n_svd, stride=1),
         SpectrumStage(),
-        DiffusionTimeStage(t="auto", t_max=100),
+        DiffusionTimeStage(t="knee", t_max=100),  # PHATE's own rule
         EmbeddingStage(gamma=gamma, n_components=2, mds="metric", mds_max_iter=300, mds_tol=1e-3),
     ]
     data = np.asarray(X)

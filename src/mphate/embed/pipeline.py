@@ -7,7 +7,8 @@
       -> LandmarkStage        spectral coordinates, k-means landmarks,
                               landmark operator P_L = P_mn P_nm           (L, L) dense
       -> SpectrumStage        eigendecomposition of P_L's symmetric form  (L,), (L, L)
-      -> DiffusionTimeStage   von Neumann entropy, t (knee or fixed)      (t_max,), int
+      -> DiffusionTimeStage   von Neumann entropy; t: scored quick         (t_max,), int
+                              pictures ("auto"), the knee, or fixed
       -> EmbeddingStage       potential of P_L^t, classical MDS, SMACOF,
                               landmarks -> points                          (N, n_components)
 
@@ -28,7 +29,9 @@ the trace, intraslice_knn, interslice_knn, decay, normalize  all
 n_landmark, n_svd, spectral_stride, random_state             landmarks onwards
 device                                                      spectrum onwards
 t, t_max                                                    diffusion time onwards
-gamma, n_components, mds, mds_max_iter, mds_tol             embedding
+gamma, n_components, mds, mds_max_iter, mds_tol             embedding (diffusion time onwards
+                                                            under t="auto", which scores
+                                                            quick pictures drawn with them)
 n_jobs, verbose                                             none (resources, not inputs)
 ==========================================================  ==============================
 
@@ -47,7 +50,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mphate import runtime
-from mphate.embed import diffusion, kernel as kernel_mod, landmarks, mds
+from mphate.embed import diffusion, kernel as kernel_mod, landmarks, mds, t_search
 from mphate.embed.backend import NUMPY, NumpyBackend
 from mphate.embed.normalize import zscore_units
 
@@ -123,6 +126,11 @@ class PipelineState:
     spectrum : SpectralDecomposition
     entropy : ndarray, shape (t_max,)
     t_candidates : list of int
+    t_scores : dict of int -> (float or None, float or None)
+        t="auto": each candidate t's (intraslice, interslice) preservation of its quick picture.
+    features : ndarray, shape (n_slices, n_units, n_features), or None
+        What the kernel was built from, kept for t="auto"'s scores (the lean kernel holds the
+        same array; None for kernels without slices).
     t : int
     landmark_embedding : ndarray, shape (L, n_components)
     embedding : ndarray, shape (N, n_components), float64
@@ -137,6 +145,8 @@ class PipelineState:
     spectrum: object = None
     entropy: np.ndarray | None = None
     t_candidates: list = field(default_factory=list)
+    t_scores: dict = field(default_factory=dict)
+    features: np.ndarray | None = None
     t: int | None = None
     landmark_embedding: np.ndarray | None = None
     embedding: np.ndarray | None = None
@@ -227,6 +237,7 @@ class KernelStage(Stage):
                 features, intraslice_knn=p["intraslice_knn"], interslice_knn=p["interslice_knn"],
                 decay=p["decay"], store_blocks=p["store_blocks"], n_threads=res.n_threads,
             )
+        state.features = features
         state.data = None
 
 
@@ -278,23 +289,58 @@ class SpectrumStage(Stage):
 class DiffusionTimeStage(Stage):
     """The von Neumann entropy of ``P^t`` for t = 1..t_max and the diffusion time.
 
-    Params: ``t`` ("auto" or a positive int), ``t_max``.
+    Params: ``t`` ("auto", "knee" or a positive int), ``t_max``; for "auto" also the
+    embedding's ``gamma``, ``n_components``, ``mds``, ``mds_max_iter``, ``mds_tol``, since it
+    scores candidate times by a quick version of the picture they give
+    (:mod:`mphate.embed.t_search`). "knee" is the knee of the entropy curve (PHATE's rule).
     """
 
     name = "diffusion time"
+    random = True
+    dense = True
 
     def run(self, state, res):
+        p = self.params
         with res.log.step("diffusion time"):
-            state.entropy = diffusion.von_neumann_entropy(state.spectrum.eigenvalues, self.params["t_max"])
+            state.entropy = diffusion.von_neumann_entropy(state.spectrum.eigenvalues, p["t_max"])
             state.t_candidates = diffusion.t_candidates(state.entropy)
-        if self.params["t"] != "auto":
-            state.t = int(self.params["t"])
+            state.t_scores = {}
+            if p["t"] == "auto" and state.features is not None:
+                state.t, state.t_scores = self._search(state, res)
+        if p["t"] == "auto" and state.features is not None:
+            detail = ", ".join(f"{t}: {a if a is not None else 0:.3f}+{b if b is not None else 0:.3f}"
+                               for t, (a, b) in sorted(state.t_scores.items()))
+            res.log.note(f"t = {state.t} (best intraslice + interslice preservation of {detail})")
+            return
+        if p["t"] not in ("auto", "knee"):
+            state.t = int(p["t"])
             return
         state.t = state.t_candidates[0]  # the best knee: what select_t returns
         res.log.note(f"t = {state.t} (knee of the von Neumann entropy)")
         if len(state.t_candidates) > 1:
             warnings.warn(diffusion.ambiguous_knee_message(state.t_candidates),
                           diffusion.AmbiguousKneeWarning, stacklevel=runtime.caller_stacklevel())
+
+    def _search(self, state, res):
+        """t="auto": the candidate whose quick picture scores best; (t, {t: (intra, inter)})."""
+        p, backend, operator = self.params, res.backend, state.operator
+        n_slices, n_units = state.features.shape[:2]
+        sample = t_search.scoring_sample(state.features, operator.n_landmark, res.rng(self.name))
+        detail = {}
+
+        def score(t):
+            potential = backend.potential(state.spectrum.power(t), p["gamma"])
+            potential = backend.to_numpy(backend.center_columns(potential))
+            layout = t_search.quick_landmark_layout(
+                potential, sample, p["n_components"], metric=p["mds"] == "metric",
+                max_iter=p["mds_max_iter"], tol=p["mds_tol"], n_threads=res.n_threads)
+            del potential
+            embedding = operator.point_to_landmark @ layout
+            detail[t] = t_search.preservation_score(embedding, sample, n_slices, n_units)
+            return sum(v for v in detail[t] if v is not None)
+
+        best, _ = t_search.search_t(score, p["t_max"])
+        return best, detail
 
 
 class EmbeddingStage(Stage):
