@@ -329,8 +329,9 @@ class DiffusionTimeStage(Stage):
         detail = {}
 
         def score(t):
-            potential = backend.potential(state.spectrum.power(t), p["gamma"])
-            potential = backend.to_numpy(backend.center_columns(potential))
+            power = state.spectrum.power(t, tol=t_search.POWER_TOL)
+            potential = backend.to_numpy(backend.center_columns(backend.potential(power, p["gamma"])))
+            del power
             layout = t_search.quick_landmark_layout(
                 potential, sample, p["n_components"], metric=p["mds"] == "metric",
                 max_iter=p["mds_max_iter"], tol=p["mds_tol"], n_threads=res.n_threads)
