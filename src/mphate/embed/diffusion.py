@@ -184,7 +184,7 @@ def t_candidates(entropy: np.ndarray) -> list[int]:
 
 
 class AmbiguousKneeWarning(UserWarning):
-    """The entropy curve has two knees that fit about equally well, so t="auto" is fragile."""
+    """The entropy curve has two knees that fit about equally well, so t="knee" is fragile."""
 
 
 def ambiguous_knee_message(candidates: list[int]) -> str:
