@@ -75,6 +75,30 @@ def test_old_points_stay_put_between_refits_and_refits_are_aligned(trace):
     assert inc.n_slices_ == trace.n_slices and inc.n_fit_slices_ == 27
 
 
+def _replay(trace, n_slices, **options):
+    inc = IncrementalMPHATE(small_estimator(), refit_growth=0.5, refit_tolerance=None, **options)
+    for s in range(n_slices):
+        inc.partial_fit(trace.data[s])
+    return [f for f in inc.frames_ if f.kind == "refit"]
+
+
+def test_refits_show_the_fits_own_layout_unless_a_warm_slack_is_set(trace):
+    # the default: every refit is the fit's own layout, aligned, and no second MDS runs
+    cold = _replay(trace, 12)
+    assert [f.layout for f in cold] == ["cold"] * len(cold) and all(f.stress is None for f in cold)
+    # a slack keeps the warm layout exactly when its stress is within it of the cold one's
+    for slack in (0.0, 10.0):
+        refits = _replay(trace, 12, warm_slack=slack)
+        assert refits[0].layout == "cold" and refits[0].stress is None  # the first fit has no frame
+        for frame in refits[1:]:
+            warm, own = frame.stress["warm"], frame.stress["cold"]
+            assert frame.layout == ("warm" if warm <= (1 + slack) * own else "cold"), frame
+        if slack == 10.0:
+            assert all(f.layout == "warm" for f in refits[1:])
+    # the same refits happen either way: the slack changes the layout, not the schedule
+    assert [f.n_slices for f in refits] == [f.n_slices for f in cold]
+
+
 def test_out_of_sample_error_triggers_a_refit_and_keeps_quality_near_a_full_fit(trace):
     # this trace keeps drifting to the end; out-of-sample points (averages of their units'
     # earlier positions) fall behind, and the error rule must notice before the picture rots
