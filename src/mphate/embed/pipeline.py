@@ -128,6 +128,8 @@ class PipelineState:
     t_candidates : list of int
     t_scores : dict of int -> (float or None, float or None)
         t="auto": each candidate t's (intraslice, interslice) preservation of its quick picture.
+    search_layout : (int, ndarray of shape (L, n_components)) or None
+        t="auto": the chosen t and the full landmark layout the search drew for it.
     features : ndarray, shape (n_slices, n_units, n_features), or None
         What the kernel was built from, kept for t="auto"'s scores (the lean kernel holds the
         same array; None for kernels without slices).
@@ -146,6 +148,7 @@ class PipelineState:
     entropy: np.ndarray | None = None
     t_candidates: list = field(default_factory=list)
     t_scores: dict = field(default_factory=dict)
+    search_layout: tuple | None = None
     features: np.ndarray | None = None
     t: int | None = None
     landmark_embedding: np.ndarray | None = None
@@ -304,7 +307,7 @@ class DiffusionTimeStage(Stage):
         with res.log.step("diffusion time"):
             state.entropy = diffusion.von_neumann_entropy(state.spectrum.eigenvalues, p["t_max"])
             state.t_candidates = diffusion.t_candidates(state.entropy)
-            state.t_scores = {}
+            state.t_scores, state.search_layout = {}, None
             if p["t"] == "auto" and state.features is not None:
                 state.t, state.t_scores = self._search(state, res)
         if p["t"] == "auto" and state.features is not None:
@@ -322,11 +325,24 @@ class DiffusionTimeStage(Stage):
                           diffusion.AmbiguousKneeWarning, stacklevel=runtime.caller_stacklevel())
 
     def _search(self, state, res):
-        """t="auto": the candidate whose quick picture scores best; (t, {t: (intra, inter)})."""
+        """t="auto": quick pictures for every candidate, full ones for the best few.
+
+        Returns (t, {t: (intra, inter)}): the finalists' entries are their full pictures'
+        scores, the others' their quick pictures'.
+        """
         p, backend, operator = self.params, res.backend, state.operator
         n_slices, n_units = state.features.shape[:2]
-        sample = t_search.scoring_sample(state.features, operator.n_landmark, res.rng(self.name))
-        detail = {}
+        rng = res.rng(self.name)
+        n_landmark = operator.n_landmark
+        # with few points per landmark, out-of-sample placement misleads the quick pictures
+        # (docs/benchmarks.md, the CNN run): lay out every landmark by SMACOF instead
+        few_points = n_slices * n_units < t_search.FEW_POINTS_PER_LANDMARK * n_landmark
+        sample = t_search.scoring_sample(state.features, n_landmark, rng,
+                                         n_sample=n_landmark if few_points else t_search.N_SAMPLE)
+        final_sample = t_search.scoring_sample(state.features, n_landmark, rng, n_sample=0,
+                                               n_slices_scored=t_search.N_FINAL_SLICES,
+                                               n_units_scored=t_search.N_FINAL_UNITS)
+        detail, layouts = {}, {}
 
         def score(t):
             power = state.spectrum.power(t, tol=t_search.POWER_TOL)
@@ -336,12 +352,64 @@ class DiffusionTimeStage(Stage):
                 potential, sample, p["n_components"], metric=p["mds"] == "metric",
                 max_iter=p["mds_max_iter"], tol=p["mds_tol"], n_threads=res.n_threads)
             del potential
+            if few_points:  # every landmark went through SMACOF: this is the full layout
+                layouts[t] = layout
             embedding = operator.point_to_landmark @ layout
             detail[t] = t_search.preservation_score(embedding, sample, n_slices, n_units)
             return sum(v for v in detail[t] if v is not None)
 
-        best, _ = t_search.search_t(score, p["t_max"])
+        _, quick = t_search.search_t(score, p["t_max"])
+        # the quick scores rank the candidates; the finalists are told apart on full pictures
+        # (what the fit would draw), scored on more slices and units: on flat tops the quick
+        # scores' scatter (~0.007) is larger than the differences that decide the picture
+        finalists = sorted(quick, key=lambda t: (-quick[t], t))[: t_search.N_FINALISTS]
+        final = {}
+        for t in finalists:
+            if t not in layouts:
+                layouts[t] = landmark_layout(state.spectrum, t, p, backend,
+                                             np.random.default_rng(sample.mds_seed), res.n_threads)
+            layout = layouts[t]
+            detail[t] = t_search.preservation_score(operator.point_to_landmark @ layout, final_sample,
+                                                    n_slices, n_units)
+            final[t] = sum(v for v in detail[t] if v is not None)
+        top = max(final.values())
+        best = min(t for t, value in final.items() if value >= top - t_search.FINAL_TIE)
+        # the winner's layout is the fit's: the embedding stage maps it instead of redrawing it
+        state.search_layout = (best, layouts[best])
         return best, detail
+
+
+def landmark_layout(spectrum, t, p, backend, rng, n_threads, log=None):
+    """The landmarks' layout at diffusion time t: potential, classical MDS, SMACOF.
+
+    Parameters
+    ----------
+    spectrum : the operator's spectral decomposition (``P^t`` from it)
+    p : dict with gamma, n_components, mds, mds_max_iter, mds_tol
+    rng : numpy.random.Generator, for the classical-MDS start
+    log : StageLog or None (None: silent, no timings)
+
+    Returns
+    -------
+    ndarray, shape (L, n_components)
+    """
+    log = log or StageLog(0)
+    with log.step("potential"):
+        potential = backend.potential(spectrum.power(t), p["gamma"])
+        # centre once: distances and PCA ignore it, and later steps need no copy
+        potential = backend.center_columns(potential)
+    with log.step("classical MDS"):
+        # on the host for every backend: a small randomized SVD, and the one start both share
+        init = mds.classical_mds_from_points(backend.to_numpy(potential), p["n_components"], rng, center=False)
+    if p["mds"] != "metric":
+        return init
+    with log.step("metric MDS"):
+        distances = backend.pairwise_distances(potential)
+        del potential  # the largest array alive; SMACOF needs only distances
+        layout, n_iter = backend.smacof(distances, init, max_iter=p["mds_max_iter"], tol=p["mds_tol"],
+                                        n_threads=n_threads)
+        log.note(f"SMACOF: {n_iter} iterations")
+    return layout
 
 
 class EmbeddingStage(Stage):
@@ -356,28 +424,16 @@ class EmbeddingStage(Stage):
     dense = True
 
     def run(self, state, res):
-        p, log, backend = self.params, res.log, res.backend
-        with log.step("potential"):
-            potential = backend.potential(state.spectrum.power(state.t), p["gamma"])
-            # centre once: distances and PCA ignore it, and later steps need no copy
-            potential = backend.center_columns(potential)
-        with log.step("classical MDS"):
-            # on the host for every backend: a small randomized SVD, and the one start both share
-            init = mds.classical_mds_from_points(backend.to_numpy(potential), p["n_components"],
-                                                 res.rng(self.name), center=False)
-        if p["mds"] == "metric":
-            with log.step("metric MDS"):
-                distances = backend.pairwise_distances(potential)
-                del potential  # the largest array alive; SMACOF needs only distances
-                landmark_embedding, n_iter = backend.smacof(
-                    distances, init, max_iter=p["mds_max_iter"], tol=p["mds_tol"], n_threads=res.n_threads
-                )
-                log.note(f"SMACOF: {n_iter} iterations")
+        drawn = state.search_layout
+        if drawn is not None and drawn[0] == state.t:
+            # t="auto" drew this very layout to choose t (same parameters: they key that stage)
+            state.landmark_embedding = drawn[1]
+            res.log.note("landmark layout: the t search's full picture at this t")
         else:
-            landmark_embedding = init
-        state.landmark_embedding = landmark_embedding
-        with log.step("map landmarks to points"):
-            embedding = state.operator.point_to_landmark @ landmark_embedding.astype(np.float64)
+            state.landmark_embedding = landmark_layout(state.spectrum, state.t, self.params, res.backend,
+                                                       res.rng(self.name), res.n_threads, res.log)
+        with res.log.step("map landmarks to points"):
+            embedding = state.operator.point_to_landmark @ state.landmark_embedding.astype(np.float64)
         state.embedding = np.asarray(embedding, dtype=np.float64)
 
 

@@ -32,6 +32,16 @@ from mphate.embed import mds
 COARSE_T = (6, 12, 25, 50, 100)
 #: landmarks embedded by SMACOF for each candidate; the rest are placed out of sample
 N_SAMPLE = 1000
+#: below this many points per landmark, every landmark is laid out by SMACOF (no placement)
+FEW_POINTS_PER_LANDMARK = 5
+#: the best quick candidates whose full pictures decide, and the slices / units they are
+#: scored on
+N_FINALISTS = 3
+N_FINAL_SLICES, N_FINAL_UNITS = 100, 256
+#: among finalists this close to the best full picture's score, the smallest t wins: on a
+#: flat top of the score the pictures are equally good overall, and less diffusion keeps more
+#: interslice structure (the reference's strength on the panel)
+FINAL_TIE = 0.005
 #: landmarks of that subsample the others are placed against
 N_ANCHOR = 300
 #: slices scored for intraslice, units scored for interslice preservation
