@@ -31,8 +31,9 @@ class MPHATE(BaseEstimator):
         Diffusion time. "auto" scores candidate times (a factor-2 grid from 6 to ``t_max``,
         then the midpoints beside the best) by the intraslice + interslice neighbourhood
         preservation (k = 10, against the trace itself: no labels) of a quick version of the
-        picture each gives, and takes the best (:mod:`mphate.embed.t_search`; about 7 quick
-        layouts, each cheaper than the final one). "knee" takes the knee of the von Neumann
+        picture each gives, then draws the best three in full and takes the smallest t
+        within 0.005 of the best of those (:mod:`mphate.embed.t_search`; about 7 quick
+        layouts and 3 full ones, one of which is the fit's). "knee" takes the knee of the von Neumann
         entropy curve (PHATE's rule: free, but on real runs it can land far from the best
         picture; docs/algorithm.md).
     gamma : float in [-1, 1], default 0

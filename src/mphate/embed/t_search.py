@@ -18,7 +18,12 @@ picture the fit would draw:
    of slices (intraslice) and units (interslice) against the trace's kNN.
 
 The candidates are a factor-2 grid from 6 to ``t_max``, then one refinement round at the
-geometric midpoints beside the best (:func:`search_t`).
+geometric midpoints beside the best (:func:`search_t`). The quick scores only rank them: the
+best ``N_FINALISTS`` are drawn again as the fit would draw them (every landmark through
+SMACOF), scored on more slices and units, and the smallest t within ``FINAL_TIE`` of the best
+of those wins; its layout is the fit's. Traces with fewer than ``FEW_POINTS_PER_LANDMARK``
+points per landmark skip the placement step and lay out every landmark by SMACOF already in
+the quick pictures (there, placement errors misled the ranking).
 """
 from __future__ import annotations
 
