@@ -33,9 +33,9 @@ class MPHATE(BaseEstimator):
         preservation (k = 10, against the trace itself: no labels) of a quick version of the
         picture each gives, then draws the best three in full and takes the smallest t
         within 0.005 of the best of those (:mod:`mphate.embed.t_search`; about 7 quick
-        layouts and 3 full ones, one of which is the fit's). "knee" takes the knee of the von Neumann
-        entropy curve (PHATE's rule: free, but on real runs it can land far from the best
-        picture; docs/algorithm.md).
+        layouts and 3 full ones, one of which is the fit's). "knee" takes the knee of the von
+        Neumann entropy curve (PHATE's rule: free, but on real runs it can land far from the
+        best picture; docs/algorithm.md).
     gamma : float in [-1, 1], default 0
         Potential: 0 is the square-root potential (M-PHATE's default), 1 the log potential.
     normalize : bool, default True
@@ -101,9 +101,10 @@ class MPHATE(BaseEstimator):
         them; t="knee" then warns (:class:`mphate.embed.diffusion.AmbiguousKneeWarning`).
     t_scores_ : dict of int -> (float, float)
         t="auto": every candidate t scored, with the (intraslice, interslice) preservation of
-        its quick picture on the scored subsample (a kind is None when the trace has too few
-        units or slices for it); ``t_`` is the candidate with the largest sum. Empty for a
-        given t or "knee".
+        its picture on a scored subsample (a kind is None when the trace has too few units or
+        slices for it): for the three finalists their full pictures', for the others their
+        quick pictures'. ``t_`` is the smallest finalist within 0.005 of the best finalist's
+        sum. Empty for a given t or "knee".
     landmark_embedding_ : ndarray, shape (n_landmark_, n_components)
     landmark_operator_ : mphate.embed.landmarks.LandmarkOperator
         ``labels`` (N,), ``point_to_landmark`` (N, n_landmark_) sparse row-stochastic

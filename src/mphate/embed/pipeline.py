@@ -308,9 +308,10 @@ class DiffusionTimeStage(Stage):
             state.entropy = diffusion.von_neumann_entropy(state.spectrum.eigenvalues, p["t_max"])
             state.t_candidates = diffusion.t_candidates(state.entropy)
             state.t_scores, state.search_layout = {}, None
-            if p["t"] == "auto" and state.features is not None:
+            searching = p["t"] == "auto" and state.features is not None
+            if searching:
                 state.t, state.t_scores = self._search(state, res)
-        if p["t"] == "auto" and state.features is not None:
+        if searching:
             detail = ", ".join(f"{t}: {a if a is not None else 0:.3f}+{b if b is not None else 0:.3f}"
                                for t, (a, b) in sorted(state.t_scores.items()))
             res.log.note(f"t = {state.t} (best intraslice + interslice preservation of {detail})")
@@ -345,9 +346,8 @@ class DiffusionTimeStage(Stage):
         detail, layouts = {}, {}
 
         def score(t):
-            power = state.spectrum.power(t, tol=t_search.POWER_TOL)
-            potential = backend.to_numpy(backend.center_columns(backend.potential(power, p["gamma"])))
-            del power
+            potential = backend.to_numpy(centred_potential(state.spectrum, t, p["gamma"], backend,
+                                                           tol=t_search.POWER_TOL))
             layout = t_search.quick_landmark_layout(
                 potential, sample, p["n_components"], metric=p["mds"] == "metric",
                 max_iter=p["mds_max_iter"], tol=p["mds_tol"], n_threads=res.n_threads)
@@ -372,11 +372,19 @@ class DiffusionTimeStage(Stage):
             detail[t] = t_search.preservation_score(operator.point_to_landmark @ layout, final_sample,
                                                     n_slices, n_units)
             final[t] = sum(v for v in detail[t] if v is not None)
-        top = max(final.values())
-        best = min(t for t, value in final.items() if value >= top - t_search.FINAL_TIE)
+        best = t_search.smallest_within(final, t_search.FINAL_TIE)
         # the winner's layout is the fit's: the embedding stage maps it instead of redrawing it
         state.search_layout = (best, layouts[best])
         return best, detail
+
+
+def centred_potential(spectrum, t, gamma, backend, tol=1e-12):
+    """The potential of ``P^t`` with centred columns, shape (L, L), on the backend.
+
+    ``tol``: components of ``P^t`` lighter than this (relative) are left out of the power.
+    Centred once: distances and PCA ignore it, and later steps need no copy.
+    """
+    return backend.center_columns(backend.potential(spectrum.power(t, tol=tol), gamma))
 
 
 def landmark_layout(spectrum, t, p, backend, rng, n_threads, log=None):
@@ -395,9 +403,7 @@ def landmark_layout(spectrum, t, p, backend, rng, n_threads, log=None):
     """
     log = log or StageLog(0)
     with log.step("potential"):
-        potential = backend.potential(spectrum.power(t), p["gamma"])
-        # centre once: distances and PCA ignore it, and later steps need no copy
-        potential = backend.center_columns(potential)
+        potential = centred_potential(spectrum, t, p["gamma"], backend)
     with log.step("classical MDS"):
         # on the host for every backend: a small randomized SVD, and the one start both share
         init = mds.classical_mds_from_points(backend.to_numpy(potential), p["n_components"], rng, center=False)

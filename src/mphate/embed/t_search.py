@@ -37,6 +37,8 @@ from mphate.embed import mds
 COARSE_T = (6, 12, 25, 50, 100)
 #: landmarks embedded by SMACOF for each candidate; the rest are placed out of sample
 N_SAMPLE = 1000
+#: landmarks of that subsample the others are placed against
+N_ANCHOR = 300
 #: below this many points per landmark, every landmark is laid out by SMACOF (no placement)
 FEW_POINTS_PER_LANDMARK = 5
 #: the best quick candidates whose full pictures decide, and the slices / units they are
@@ -47,8 +49,6 @@ N_FINAL_SLICES, N_FINAL_UNITS = 100, 256
 #: flat top of the score the pictures are equally good overall, and less diffusion keeps more
 #: interslice structure (the reference's strength on the panel)
 FINAL_TIE = 0.005
-#: landmarks of that subsample the others are placed against
-N_ANCHOR = 300
 #: slices scored for intraslice, units scored for interslice preservation
 N_SCORED_SLICES, N_SCORED_UNITS = 30, 64
 #: components of P^t lighter than this (relative to the heaviest) are left out of the quick
@@ -66,6 +66,12 @@ SCORE_K = 10
 SCORE_TIE = 0.01
 
 
+def smallest_within(scores: dict, tie: float) -> int:
+    """The smallest t whose score is within ``tie`` of the best; scores: {t: float}."""
+    top = max(scores.values())
+    return min(t for t, value in scores.items() if value >= top - tie)
+
+
 def search_t(score, t_max: int, coarse=COARSE_T, rounds: int = 1, tie: float = SCORE_TIE) -> tuple[int, dict]:
     """Maximise ``score(t)`` over integer t in [1, t_max]: a coarse grid, then refinement.
 
@@ -73,9 +79,9 @@ def search_t(score, t_max: int, coarse=COARSE_T, rounds: int = 1, tie: float = S
     its neighbours among the scored times. Nothing below the grid's smallest t is tried: t of
     2-5 hardly diffuses (noise in the trace stays in the picture), and the live view's
     out-of-sample slices fall further behind a full fit there (0.03 interslice at t = 2 on the
-    synthetic trace of tests/live, against 0.02 allowed). The answer is the smallest scored t within ``tie``
-    of the best score: on the flat top of a score curve, less smoothing keeps more of the
-    fine structure (interslice preservation falls with t on real runs).
+    synthetic trace of tests/live, against 0.02 allowed). The answer is the smallest scored t
+    within ``tie`` of the best score: on the flat top of a score curve, less smoothing keeps
+    more of the fine structure (interslice preservation falls with t on real runs).
 
     Parameters
     ----------
@@ -112,8 +118,7 @@ def search_t(score, t_max: int, coarse=COARSE_T, rounds: int = 1, tie: float = S
             break
         for t in new:
             scores[t] = float(score(t))
-    top = max(scores.values())
-    return min(t for t, value in scores.items() if value >= top - tie), scores
+    return smallest_within(scores, tie), scores
 
 
 @dataclass
