@@ -130,6 +130,38 @@ def test_landmark_operator_is_stochastic_and_groups_everything():
     assert spectrum.eigenvalues[0] == pytest.approx(1, abs=1e-6)
 
 
+def test_drop_light_entries_drops_per_row_and_leaves_the_input_alone():
+    import scipy.sparse as sp
+    dense = np.array([[1.0, 5e-5, 2e-4, 0.0],
+                      [0.0, 0.0, 0.0, 0.0],
+                      [3e-5, 1e-3, 0.0, 1.0]], dtype=np.float32)
+    matrix = sp.csr_matrix(dense)
+    kept = landmarks.drop_light_entries(matrix, 1e-4)
+    expected = dense.copy()
+    expected[0, 1] = expected[2, 0] = 0.0  # below 1e-4 of their row's maximum (1.0)
+    np.testing.assert_array_equal(kept.toarray(), expected)
+    np.testing.assert_array_equal(matrix.toarray(), dense)
+    assert landmarks.drop_light_entries(matrix, 0) is matrix
+
+
+def test_landmark_operator_stays_stochastic_after_dropping_light_entries():
+    # a wide trace (many light interslice entries per row): the operator built from the
+    # lighter W is still an exact two-step walk, and close to the one built from all of W
+    data = zscore_units(make_trace(n_slices=30, n_units=40, n_trace=8, random_state=1).data)
+    kernel = multislice_kernel(data, interslice_knn=6)
+    features = landmarks.spectral_features(kernel, 10, np.random.default_rng(0))
+    labels = landmarks.cluster_landmarks(features, 200, np.random.default_rng(0))
+    full = landmarks.landmark_operator(kernel, labels, drop_below=0)
+    light = landmarks.landmark_operator(kernel, labels, drop_below=1e-2)
+    assert light.point_to_landmark.nnz < full.point_to_landmark.nnz
+    for op in (full, light):
+        sqrt_scale = np.sqrt(op.scale)
+        walk = op.symmetric / sqrt_scale[:, None] * sqrt_scale[None, :]  # C^-1/2 S C^1/2
+        np.testing.assert_allclose(walk.sum(axis=1), 1, rtol=1e-5)
+        np.testing.assert_allclose(np.asarray(op.point_to_landmark.sum(axis=1)).ravel(), 1, rtol=1e-5)
+    assert np.abs(light.symmetric - full.symmetric).max() < 0.05 * np.abs(full.symmetric).max()
+
+
 def test_landmark_features_from_a_slice_subsample_keep_the_units_apart():
     # two groups of units with different activation patterns: coordinates from every 3rd
     # slice, spread to all slices, still tell the groups apart at every slice

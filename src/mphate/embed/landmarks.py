@@ -353,7 +353,37 @@ class LandmarkOperator:
         return len(self.scale)
 
 
-def landmark_operator(kernel, labels: np.ndarray, n_threads: int = 1) -> LandmarkOperator:
+#: entries of W = K M lighter than this fraction of their row's heaviest are dropped before the
+#: product W^T D^-1 W (the kernel's own threshold, 1e-4, relative). The product's cost grows with
+#: the square of each row's entries, and on wide layers the tail of light entries dominates it:
+#: on the panel's 1,024-unit run they were 39% of W's entries but 0.16% of its mass, and dropping
+#: them cut the product from 9.7 s to 3.4 s (one thread) for a 5e-4 relative change of W^T D^-1 W
+LANDMARK_DROP_BELOW = 1e-4
+
+
+def drop_light_entries(matrix: sp.csr_matrix, relative: float) -> sp.csr_matrix:
+    """``matrix`` (CSR) without the entries below ``relative`` times their row's maximum.
+
+    0 keeps everything. Returns a new matrix (the input is left as it was), or the input
+    itself when nothing is dropped.
+    """
+    if relative <= 0 or matrix.nnz == 0:
+        return matrix
+    counts = np.diff(matrix.indptr)
+    row_of_entry = np.repeat(np.arange(matrix.shape[0], dtype=np.int32), counts)
+    row_max = np.zeros(matrix.shape[0], dtype=matrix.data.dtype)
+    filled = counts > 0
+    row_max[filled] = np.maximum.reduceat(matrix.data, matrix.indptr[:-1][filled])
+    keep = matrix.data >= row_max[row_of_entry] * matrix.data.dtype.type(relative)
+    if keep.all():
+        return matrix
+    indptr = np.zeros(matrix.shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(row_of_entry[keep], minlength=matrix.shape[0]), out=indptr[1:])
+    return sp.csr_matrix((matrix.data[keep], matrix.indices[keep], indptr), shape=matrix.shape)
+
+
+def landmark_operator(kernel, labels: np.ndarray, n_threads: int = 1,
+                      drop_below: float = LANDMARK_DROP_BELOW) -> LandmarkOperator:
     """Build the landmark operator ``P_L = P_mn P_nm`` for a grouping of the points.
 
     With ``W = K M`` (M the point-to-group indicator), ``P_nm = D^-1 W`` (point -> landmark) and
@@ -362,6 +392,7 @@ def landmark_operator(kernel, labels: np.ndarray, n_threads: int = 1) -> Landmar
     """
     n_groups = int(labels.max()) + 1
     affinity = kernel.aggregate(labels, n_groups).astype(np.float32, copy=False).tocsr()  # W, (N, n_groups)
+    affinity = drop_light_entries(affinity, drop_below)
     degrees = np.asarray(affinity.sum(axis=1, dtype=np.float64)).ravel()
     scale = np.asarray(affinity.sum(axis=0, dtype=np.float64)).ravel()
     # G = W^T D^-1 W = B^T B with B = D^-1/2 W: scale W into B in place, then into
