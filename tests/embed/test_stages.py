@@ -109,6 +109,50 @@ def test_smacof_lowers_stress_and_recovers_a_planar_layout():
     assert mds.stress(target, fitted) < 0.01 < mds.stress(target, start)
 
 
+def _weighted_stress(target, layout, power):
+    dist = mds.pairwise_distances(layout)
+    weights = np.zeros_like(target)
+    np.power(target, -power, out=weights, where=target > 0)
+    return float((weights * (dist - target) ** 2).sum())
+
+
+def test_local_refinement_lowers_the_weighted_stress_and_keeps_near_neighbours_closer():
+    # points on a curved sheet: no planar layout fits every distance, so unit weights and
+    # weights favouring short distances disagree, and the refinement must move towards the latter
+    rng = np.random.default_rng(3)
+    angle, height = rng.uniform(0, 1.5 * np.pi, 150), rng.uniform(0, 1, 150)
+    sheet = np.column_stack([np.cos(angle), np.sin(angle), height])
+    target = mds.pairwise_distances(sheet).astype(np.float32)
+    start = mds.classical_mds_from_points(sheet, 2, np.random.default_rng(0))
+    plain, _ = mds.smacof(target, start, weight_power=0)
+    refined, _ = mds.smacof(target, start, weight_power=0.5)
+    assert _weighted_stress(target, refined, 0.5) < 0.97 * _weighted_stress(target, plain, 0.5)
+    again, steps = mds.refine_local(target, plain, 0.5, n_steps=10)
+    np.testing.assert_allclose(again, refined)  # smacof() is SMACOF, then this refinement
+    assert steps >= 1
+
+    def nearest_kept(layout, k=5):
+        truth = np.argsort(target, axis=1)[:, 1:k + 1]
+        found = np.argsort(mds.pairwise_distances(layout), axis=1)[:, 1:k + 1]
+        return np.mean([len(set(a) & set(b)) for a, b in zip(truth, found)]) / k
+
+    assert nearest_kept(refined) >= nearest_kept(plain)
+
+
+def test_local_iterations_fall_back_to_the_half_step_and_stop():
+    # on sum(x^2), "J(x) = -x" gains nothing and its half step lands on the minimum;
+    # "J(x) = -2x" overshoots every time, so only half steps (and restarts) can make progress
+    def stress(x):
+        return float((x * x).sum())
+
+    start = np.array([[1.0, -2.0]])
+    final, steps = mds.local_iterations(lambda x: (stress(x), -x), start, n_steps=5)
+    np.testing.assert_array_equal(final, 0.0)
+    assert steps == 1
+    final, steps = mds.local_iterations(lambda x: (stress(x), -2 * x), start, n_steps=5)
+    assert steps == 5 and stress(final) < stress(start) / 4**3
+
+
 def test_classical_mds_is_exact_for_euclidean_points():
     rng = np.random.default_rng(2)
     points = np.c_[rng.standard_normal((50, 2)) * [5, 2], np.zeros((50, 3))]

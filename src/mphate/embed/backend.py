@@ -48,7 +48,8 @@ class NumpyBackend:
 
     def smacof(self, distances, init: np.ndarray, *, max_iter: int, tol: float, n_threads: int):
         """Metric MDS from ``init`` (L, n_components): (embedding as NumPy float64, iterations)."""
-        return mds.smacof(distances, init, max_iter=max_iter, tol=tol, n_threads=n_threads)
+        # the caller hands the distances over: the refinement may reuse their storage
+        return mds.smacof(distances, init, max_iter=max_iter, tol=tol, n_threads=n_threads, overwrite=True)
 
     def to_numpy(self, array) -> np.ndarray:
         return np.asarray(array)

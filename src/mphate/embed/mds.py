@@ -1,4 +1,5 @@
-"""Multidimensional scaling: classical MDS as the start, then metric MDS by SMACOF."""
+"""Multidimensional scaling: classical MDS as the start, then metric MDS by SMACOF, then a
+refinement that weighs short distances more (:func:`refine_local`)."""
 from __future__ import annotations
 
 import threading
@@ -60,12 +61,20 @@ def stress(dissimilarities: np.ndarray, embedding: np.ndarray) -> float:
     return float(np.sqrt(((dist - dissimilarities) ** 2).sum() / (dissimilarities**2).sum()))
 
 
+#: power p of the refinement's weights ``w_ij = delta_ij ** -p`` (:func:`refine_local`)
+LOCAL_WEIGHT_POWER = 0.5
+#: accelerated steps of the refinement
+LOCAL_STEPS = 10
+
+
 def smacof(
     dissimilarities: np.ndarray,
     init: np.ndarray,
     max_iter: int = 300,
     tol: float = 1e-3,
     n_threads: int = 1,
+    weight_power: float = LOCAL_WEIGHT_POWER,
+    overwrite: bool = False,
 ) -> tuple[np.ndarray, int]:
     """Metric MDS by SMACOF (Guttman transform) with unit weights.
 
@@ -82,18 +91,152 @@ def smacof(
     tol : float
     n_threads : int
         Threads of each sweep over the rows.
+    weight_power : float
+        After SMACOF, :func:`refine_local` with weights ``delta ** -weight_power``; 0 skips it.
+    overwrite : bool
+        The refinement may overwrite ``dissimilarities`` (when the caller is done with them).
 
     Returns
     -------
     embedding : ndarray, shape (n, n_components), float64
     n_iter : int
+        SMACOF's iterations.
     """
     delta = np.asarray(dissimilarities, dtype=np.float32)
     coords = np.array(init, dtype=np.float64)
     coords -= coords.mean(axis=0)
-    return guttman_iterations(lambda x, scale_only=False: _guttman_pass(delta, x, n_threads, scale_only),
-                              coords, n=delta.shape[0], delta_sq_sum=float(np.vdot(delta, delta)),
-                              max_iter=max_iter, tol=tol)
+    coords, n_iter = guttman_iterations(
+        lambda x, scale_only=False: _guttman_pass(delta, x, n_threads, scale_only),
+        coords, n=delta.shape[0], delta_sq_sum=float(np.vdot(delta, delta)), max_iter=max_iter, tol=tol)
+    if weight_power:
+        coords, _ = refine_local(delta, coords, weight_power, n_threads=n_threads, overwrite=overwrite)
+    return coords, n_iter
+
+
+def local_weights(delta: np.ndarray, power: float, overwrite: bool = False):
+    """The refinement's weights ``w = delta ** -power`` (0 where delta is 0: the diagonal and
+    coincident targets) and ``w * delta``, both float32 (n, n), and ``sum(w * delta**2)``.
+
+    ``overwrite``: ``w * delta`` goes into ``delta``'s storage (float32 input only), which
+    saves a fresh n x n array.
+    """
+    positive = delta > 0
+    in_place = overwrite and delta.dtype == np.float32
+    # rows in float32, summed in float64: no float64 copies of n x n arrays
+    if power == 0.5:
+        # the default: sqrt and a division, where pow() costs ~10x more
+        weighted_delta = np.sqrt(delta, out=delta if in_place else None, dtype=np.float32)
+        constant = float(np.einsum("ij,ij,ij->i", weighted_delta, weighted_delta, weighted_delta)
+                         .sum(dtype=np.float64))
+        weights = np.divide(np.float32(1.0), weighted_delta, out=np.zeros_like(weighted_delta), where=positive)
+    else:
+        weights = np.power(delta, np.float32(-power), out=np.zeros_like(delta, dtype=np.float32), where=positive)
+        constant = float(np.einsum("ij,ij,ij->i", weights, delta, delta).sum(dtype=np.float64))
+        weighted_delta = np.multiply(weights, delta, out=delta if in_place else None, dtype=np.float32)
+    return weights, weighted_delta, constant
+
+
+def refine_local(delta: np.ndarray, coords: np.ndarray, power: float = LOCAL_WEIGHT_POWER, *,
+                 n_steps: int = LOCAL_STEPS, n_threads: int = 1, overwrite: bool = False):
+    """Lower the weighted stress ``sum_ij w_ij (d_ij - delta_ij)^2``, ``w = delta ** -power``,
+    from ``coords`` by ``n_steps`` accelerated Jacobi steps (:func:`local_iterations`).
+
+    Weighted SMACOF would solve a linear system with the weights' Laplacian ``V`` at every
+    step; a Jacobi step ``X <- D^-1 (W X + B(X) X)`` (``D`` the row sums of the weights) needs
+    only the products SMACOF's own step makes, and measured on a panel run it lowered the
+    stress as fast per step as the exact solve.
+
+    Parameters
+    ----------
+    delta : ndarray, shape (n, n), float32, symmetric, zero diagonal
+    coords : ndarray, shape (n, n_components), the start (SMACOF's layout)
+    power : float
+    n_steps : int
+    n_threads : int
+    overwrite : bool
+        ``delta`` may be overwritten (see :func:`local_weights`).
+
+    Returns
+    -------
+    embedding : ndarray, shape (n, n_components), float64
+    n_steps : int
+        Steps taken (fewer than asked when the stress stopped falling).
+    """
+    weights, weighted_delta, constant = local_weights(np.asarray(delta, dtype=np.float32), power, overwrite)
+    weight_sums = weights.sum(axis=1, dtype=np.float64)
+    return local_iterations(
+        lambda x: _local_pass(weights, weighted_delta, weight_sums, constant, x, n_threads),
+        np.array(coords, dtype=np.float64), n_steps=n_steps)
+
+
+def local_iterations(step, coords, *, n_steps: int):
+    """Nesterov-accelerated Jacobi steps with restarts, for any array library.
+
+    ``step(Y)`` returns ``(stress, J(Y))``: the weighted stress at ``Y`` and the Jacobi step's
+    target from ``Y``. Each step moves to ``X_k = J(Y_k-1)`` plus momentum
+    ``(k - 1) / (k + 2) (X_k - X_k-1)``. A point whose stress is not below the last one's
+    restarts the momentum; if the plain step gains nothing either, the half step from the last point is
+    taken, which cannot rise (``2 D`` majorises the Laplacian ``V``, so it minimises a
+    quadratic that lies above the stress), and the loop ends when even that gains nothing.
+    Returns (coords, steps taken).
+    """
+    stress, mapped = step(coords)
+    previous_mapped = coords
+    k = 1
+    taken = 0
+    for taken in range(1, n_steps + 1):
+        momentum = (k - 1) / (k + 2)
+        trial = mapped + momentum * (mapped - previous_mapped) if momentum else mapped
+        trial_stress, trial_mapped = step(trial)
+        if trial_stress >= stress and momentum:
+            k = 1
+            trial = mapped
+            trial_stress, trial_mapped = step(trial)
+        if trial_stress >= stress:
+            k = 1
+            trial = (coords + mapped) / 2
+            trial_stress, trial_mapped = step(trial)
+            if trial_stress >= stress:
+                return coords, taken - 1
+        previous_mapped, coords, stress, mapped = mapped, trial, trial_stress, trial_mapped
+        k += 1
+    return coords, taken
+
+
+def _local_pass(weights, weighted_delta, weight_sums, constant, coords, n_threads, chunk: int = 256):
+    """One sweep over the rows: the weighted stress at ``coords`` and the Jacobi target."""
+    n = weights.shape[0]
+    points = coords.astype(np.float32)
+    points_t = np.ascontiguousarray(points.T)
+    target = np.empty_like(coords)
+    scratch = threading.local()
+
+    def sweep(start):
+        stop = min(n, start + chunk)
+        buffer = getattr(scratch, "buffer", None)
+        if buffer is None:
+            buffer = scratch.buffer = np.empty((2, min(chunk, n), n), dtype=np.float32)
+        dist, work = buffer[0, : stop - start], buffer[1, : stop - start]
+        _distances_into(points[start:stop], dist, points)
+        w, wd = weights[start:stop], weighted_delta[start:stop]
+        cross = float(np.vdot(wd, dist))
+        np.multiply(dist, dist, out=work)
+        fitted = float(np.vdot(w, work))
+        # w delta / d, with coincident points pulling nothing
+        np.divide(wd, dist, out=work, where=dist > 0)
+        work[dist <= 0] = 0.0
+        ratio_sums = work.sum(axis=1, dtype=np.float64)
+        # W X - R X as one product, (W - R) X, by einsum rather than BLAS: the momentum carries
+        # rounding forward, and BLAS rounds differently for each thread count
+        np.subtract(w, work, out=work)
+        pulled = np.einsum("ij,kj->ik", work, points_t).astype(np.float64) + ratio_sums[:, None] * coords[start:stop]
+        sums = weight_sums[start:stop, None]
+        target[start:stop] = np.where(sums > 0, pulled / np.where(sums > 0, sums, 1.0), coords[start:stop])
+        return cross, fitted
+
+    parts = parallel_map(sweep, range(0, n, chunk), n_threads)
+    stress = sum(f for _, f in parts) - 2 * sum(c for c, _ in parts) + constant
+    return stress, target
 
 
 def guttman_iterations(guttman, coords, *, n: int, delta_sq_sum: float, max_iter: int, tol: float):

@@ -224,7 +224,7 @@ def quick_landmark_layout(potential: np.ndarray, sample: ScoringSample, n_compon
     if metric:
         distances = mds.pairwise_distances(rows, dtype=np.float32, center=False)
         layout_sampled, _ = mds.smacof(distances, layout_sampled, max_iter=max_iter, tol=tol,
-                                       n_threads=n_threads)
+                                       n_threads=n_threads, overwrite=True)
     layout = np.empty((potential.shape[0], n_components))
     layout[sample.sampled] = layout_sampled
     if len(sample.others):

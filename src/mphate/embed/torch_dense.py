@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from mphate.embed.diffusion import SINGLE_PRECISION_FROM
-from mphate.embed.mds import guttman_iterations
+from mphate.embed.mds import LOCAL_STEPS, LOCAL_WEIGHT_POWER, guttman_iterations, local_iterations
 from mphate.optional import require
 
 torch = require("torch", "MPHATE(device=...) other than 'cpu'")
@@ -82,16 +82,45 @@ def pairwise_distances(points):
     return dist
 
 
-def smacof(dissimilarities, init: np.ndarray, *, max_iter: int = 300, tol: float = 1e-3):
-    """:func:`mphate.embed.mds.smacof` on a device: same start scaling, Guttman transform and
-    stopping rule; returns (embedding as NumPy float64 (L, n_components), iterations)."""
+def smacof(dissimilarities, init: np.ndarray, *, max_iter: int = 300, tol: float = 1e-3,
+           weight_power: float = LOCAL_WEIGHT_POWER):
+    """:func:`mphate.embed.mds.smacof` on a device: same start scaling, Guttman transform,
+    stopping rule and refinement; returns (embedding as NumPy float64 (L, n_components),
+    SMACOF's iterations)."""
     delta = dissimilarities.to(torch.float32)
     coords = torch.as_tensor(np.asarray(init, dtype=np.float64), device=delta.device)
     coords = coords - coords.mean(dim=0)
     delta_sq_sum = float((delta.double() * delta.double()).sum())
     coords, n_iter = guttman_iterations(lambda x, scale_only=False: _guttman(delta, x, scale_only), coords,
                                         n=delta.shape[0], delta_sq_sum=delta_sq_sum, max_iter=max_iter, tol=tol)
+    if weight_power:
+        coords, _ = refine_local(delta, coords, weight_power)
     return coords.cpu().numpy(), n_iter
+
+
+def refine_local(delta, coords, power: float = LOCAL_WEIGHT_POWER, *, n_steps: int = LOCAL_STEPS):
+    """:func:`mphate.embed.mds.refine_local` on a device (same weights, steps and loop)."""
+    tiny = torch.finfo(torch.float32).tiny
+    positive = delta > 0
+    weights = torch.where(positive, delta.clamp(min=tiny).pow(-power), torch.zeros_like(delta))
+    weighted_delta = weights * delta
+    constant = float((weighted_delta.double() * delta.double()).sum())
+    weight_sums = weights.sum(dim=1, dtype=torch.float64)
+    has_weight = weight_sums[:, None] > 0
+    divisor = torch.where(has_weight, weight_sums[:, None], torch.ones_like(weight_sums[:, None]))
+
+    def step(x):
+        points = x.to(torch.float32)
+        dist = pairwise_distances(points)
+        cross = float((weighted_delta.double() * dist.double()).sum())
+        fitted = float((weights.double() * dist.double().square()).sum())
+        ratio = torch.where(dist > 0, weighted_delta / dist.clamp(min=tiny), torch.zeros_like(dist))
+        del dist
+        ratio_sums = ratio.sum(dim=1, dtype=torch.float64)
+        pulled = ((weights - ratio) @ points).double() + ratio_sums[:, None] * x
+        return fitted - 2 * cross + constant, torch.where(has_weight, pulled / divisor, x)
+
+    return local_iterations(step, coords, n_steps=n_steps)
 
 
 def _guttman(delta, coords, scale_only: bool = False):
