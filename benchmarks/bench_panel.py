@@ -131,6 +131,16 @@ def bench_run(name: str, args) -> dict:
         res["t"] = chosen_t(res)
         out[method] = {k: res.get(k) for k in ("status", "fit_s", "wall_s", "peak_mb", "tree_peak_mb",
                                                "load_mean", "t", "preservation", "log", "date")}
+    if args.native_blas:
+        # mphate once more, with the machine's OpenBLAS overrides removed (its NumPy's own kernels)
+        tag = f"panel_{name}_mphate_native_blas"
+        res = br.cached(tag, path) if args.reuse else None
+        if res is None or res.get("env_dropped") != list(br.OPENBLAS_OVERRIDES):
+            print(f"  mphate without {', '.join(br.OPENBLAS_OVERRIDES)}:", flush=True)
+            res = br.run_method("mphate", path, tag, args.seed, args.ref_timeout, args.mem_cap_gb * 1024,
+                                env_drop=br.OPENBLAS_OVERRIDES)
+        res["t"] = chosen_t(res) if res["status"] == "ok" else None
+        out["mphate_native_blas"] = {k: res.get(k) for k in ("status", "fit_s", "peak_mb", "t", "date")}
     if not args.no_grid:
         print("  mphate on the t grid:", flush=True)
         out["grid"] = t_grid(trace, out["mphate"]["t"], args.seed, args.grid_jobs)
@@ -162,6 +172,19 @@ def panel_tables(results: list[dict]) -> list[str]:
                  f"{_num(ours['peak_mb'], '{:.0f}')} | {ratios} |")
     if speedups:
         L += ["", f"Median speed-up over the panel: {np.median(speedups):.1f}x (goal: >= 30x).", ""]
+    native = [r for r in results if r.get("mphate_native_blas", {}).get("status") == "ok"
+              and r["reference"]["status"] == "ok"]
+    if native:
+        names = " and ".join(f"`{v}`" for v in br.OPENBLAS_OVERRIDES)
+        L += [f"mphate again without {names} (the machine sets them for old OpenBLAS builds; the "
+              "reference keeps them), against the same reference times:", "",
+              "| run | mphate t | mphate time, s | speed-up |", "|---|---:|---:|---:|"]
+        native_speedups = []
+        for r in native:
+            n = r["mphate_native_blas"]
+            native_speedups.append(r["reference"]["fit_s"] / n["fit_s"])
+            L.append(f"| {r['label']} | {_num(n['t'], '{}')} | {n['fit_s']:.1f} | {native_speedups[-1]:.1f}x |")
+        L += ["", f"Median: {np.median(native_speedups):.1f}x.", ""]
     L += ["Preservation, mphate minus reference (each cell: the difference; **bold** where mphate is "
           "more than 0.01 below); z = z-scored space, raw = raw activations:", "",
           "| run | z intra k10 | z intra k40 | z inter k10 | z inter k40 | raw intra k10 | raw intra k40 "
@@ -229,6 +252,9 @@ def main(argv=None):
     ap.add_argument("--ref-timeout", type=float, default=900.0, help="seconds before a run is stopped")
     ap.add_argument("--mem-cap-gb", type=float, default=10.0)
     ap.add_argument("--doc", default=br.DOC, help="page to write the table into ('' for none)")
+    ap.add_argument("--native-blas", action="store_true",
+                    help="also time mphate without the machine's OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE "
+                         "(never changed for the reference, tests or CI)")
     args = ap.parse_args(argv)
     if not os.path.exists(br.REF_PY):
         sys.exit("no reference environment: run `bash benchmarks/reference_env.sh` first")

@@ -109,9 +109,17 @@ def group_stages(res: dict) -> dict:
     return out
 
 
+#: environment variables these machines set for old OpenBLAS builds; they select slower kernels
+#: for a current NumPy (bench_panel.py --native-blas measures mphate without them as well)
+OPENBLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
 def run_method(method: str, trace_path: str, tag: str, seed: int, timeout: float,
-               mem_cap_mb: float | None, overrides: dict | None = None) -> dict:
-    """Embed trace_path with one implementation in its own process; cache the result."""
+               mem_cap_mb: float | None, overrides: dict | None = None, env_drop=()) -> dict:
+    """Embed trace_path with one implementation in its own process; cache the result.
+
+    ``env_drop``: environment variables removed for that process (all of them together).
+    """
     os.makedirs(OUT, exist_ok=True)
     emb_path = os.path.join(OUT, f"{tag}.npz")
     log_path = os.path.join(OUT, f"{tag}.log")
@@ -125,6 +133,8 @@ def run_method(method: str, trace_path: str, tag: str, seed: int, timeout: float
     if os.path.exists(emb_path):
         os.remove(emb_path)
     env = dict(os.environ, PYTHONWARNINGS="ignore")
+    for name in env_drop:
+        env.pop(name, None)
     if method == "mphate" and MPHATE_SRC:
         env["PYTHONPATH"] = MPHATE_SRC  # ahead of the editable install in .venv
     load1 = os.getloadavg()[0]
@@ -136,7 +146,7 @@ def run_method(method: str, trace_path: str, tag: str, seed: int, timeout: float
                params=params, date=_dt.datetime.now().isoformat(timespec="seconds"),
                loadavg_1min_before=load1, command=" ".join(shlex.quote(c) for c in
                                                              [rel(cmd[0]), rel(cmd[1])] + cmd[2:]),
-               log=rel(log_path), **m)
+               log=rel(log_path), env_dropped=list(env_drop), **m)
     if m["returncode"] == 0 and os.path.exists(emb_path):
         with np.load(emb_path) as f:
             res.update(status="ok", fit_s=float(f["fit_s"]), load_s=float(f["load_s"]),
