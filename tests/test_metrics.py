@@ -49,6 +49,24 @@ def test_preservation_by_hand():
     assert res["intraslice"] == pytest.approx(5 / 8)
 
 
+def test_preservation_does_not_depend_on_where_the_embedding_sits():
+    # each unit's history is a slow walk (steps ~1e-3) in the reference space and in the
+    # embedding; moving the whole embedding far from the origin must not change its score.
+    # Distances by |x|^2 + |y|^2 - 2 x.y in float32 lose such close neighbours at an offset
+    # of 1e3 (the interslice score fell from 1.0 towards chance): the metric's old bug
+    rng = np.random.default_rng(4)
+    n_slices, n_units = 40, 12
+    walk = np.cumsum(rng.standard_normal((n_slices, n_units, 2)) * 1e-3, axis=0)
+    walk += rng.standard_normal((1, n_units, 2))  # units apart from each other
+    data = np.concatenate([walk, -walk, walk[..., :1] * 0.5], axis=2)
+    emb = walk.reshape(-1, 2)
+    here = neighbor_preservation(emb, data, k=5, space="raw")
+    assert here["interslice"] > 0.9
+    for offset in (1e3, -1e4):
+        there = neighbor_preservation(emb + offset, data, k=5, space="raw")
+        assert there == pytest.approx(here, abs=1e-9), offset
+
+
 def test_preservation_errors():
     data = np.random.default_rng(0).random((4, 5, 3))
     with pytest.raises(ValueError, match="embedding must have shape"):

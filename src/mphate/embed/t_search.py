@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from mphate.embed import mds
 
@@ -162,11 +163,29 @@ def _knn(points: np.ndarray, k: int) -> np.ndarray:
     n = points.shape[1]
     diagonal = np.arange(n)
     for b, block in enumerate(points):
-        block = block.astype(np.float32, copy=False)
+        # float64 and centred: in float32 the expansion below cancels badly for close points
+        # far from the origin (see mphate.metrics._exact_sq_distances)
+        block = np.asarray(block, dtype=np.float64)
+        block = block - block.mean(axis=0)
         sq = np.einsum("ij,ij->i", block, block)
         dist = sq[:, None] + sq[None, :] - 2 * (block @ block.T)
         dist[diagonal, diagonal] = np.inf
         out[b] = np.argpartition(dist, k - 1, axis=1)[:, :k]
+    return out
+
+
+def _knn_low_dim(points: np.ndarray, k: int) -> np.ndarray:
+    """:func:`_knn` for a few dimensions (an embedding's 2 or 3): a k-d tree per batch instead
+    of the dense n x n block, the same neighbours up to ties at the k-th distance."""
+    out = np.empty(points.shape[:2] + (k,), dtype=np.intp)
+    n = points.shape[1]
+    rows = np.arange(n)
+    for b, block in enumerate(points):
+        _, found = cKDTree(block).query(block, k=k + 1)
+        # drop each point itself; when it coincides with others the tree may list it later
+        is_self = found == rows[:, None]
+        is_self[~is_self.any(axis=1), -1] = True
+        out[b] = found[~is_self].reshape(n, k)
     return out
 
 
@@ -264,8 +283,9 @@ def preservation_score(embedding: np.ndarray, sample: ScoringSample, n_slices: i
     intra = inter = None
     if sample.reference_intra is not None:
         k = sample.reference_intra.shape[-1]
-        intra = _overlap(sample.reference_intra, _knn(emb[sample.slices], k))
+        intra = _overlap(sample.reference_intra, _knn_low_dim(emb[sample.slices], k))
     if sample.reference_inter is not None:
         k = sample.reference_inter.shape[-1]
-        inter = _overlap(sample.reference_inter, _knn(np.ascontiguousarray(emb[:, sample.units].transpose(1, 0, 2)), k))
+        inter = _overlap(sample.reference_inter,
+                         _knn_low_dim(np.ascontiguousarray(emb[:, sample.units].transpose(1, 0, 2)), k))
     return intra, inter
