@@ -203,28 +203,21 @@ def local_iterations(step, coords, *, n_steps: int):
     return coords, taken
 
 
-def _local_pass(weights, weighted_delta, weight_sums, constant, coords, n_threads, chunk: int = 256):
+def _local_pass(weights, weighted_delta, weight_sums, constant, coords, n_threads):
     """One sweep over the rows: the weighted stress at ``coords`` and the Jacobi target."""
-    n = weights.shape[0]
     points = coords.astype(np.float32)
     points_t = np.ascontiguousarray(points.T)
     target = np.empty_like(coords)
-    scratch = threading.local()
 
-    def sweep(start):
-        stop = min(n, start + chunk)
-        buffer = getattr(scratch, "buffer", None)
-        if buffer is None:
-            buffer = scratch.buffer = np.empty((2, min(chunk, n), n), dtype=np.float32)
-        dist, work = buffer[0, : stop - start], buffer[1, : stop - start]
+    def sweep(start, stop, dist, work):
         _distances_into(points[start:stop], dist, points)
         w, wd = weights[start:stop], weighted_delta[start:stop]
         cross = float(np.vdot(wd, dist))
         np.multiply(dist, dist, out=work)
         fitted = float(np.vdot(w, work))
-        # w delta / d, with coincident points pulling nothing
+        # w delta / d, with coincident points pulling nothing: where d is 0, work already
+        # holds d * d = 0
         np.divide(wd, dist, out=work, where=dist > 0)
-        work[dist <= 0] = 0.0
         ratio_sums = work.sum(axis=1, dtype=np.float64)
         # W X - R X as one product, (W - R) X, by einsum rather than BLAS: the momentum carries
         # rounding forward, and BLAS rounds differently for each thread count
@@ -234,9 +227,27 @@ def _local_pass(weights, weighted_delta, weight_sums, constant, coords, n_thread
         target[start:stop] = np.where(sums > 0, pulled / np.where(sums > 0, sums, 1.0), coords[start:stop])
         return cross, fitted
 
-    parts = parallel_map(sweep, range(0, n, chunk), n_threads)
+    parts = _sweep_row_blocks(sweep, weights.shape[0], 2, n_threads)
     stress = sum(f for _, f in parts) - 2 * sum(c for c, _ in parts) + constant
     return stress, target
+
+
+def _sweep_row_blocks(sweep, n: int, n_buffers: int, n_threads: int, chunk: int = 256) -> list:
+    """Run ``sweep(start, stop, *buffers)`` over blocks of ``chunk`` rows on the worker threads.
+
+    Each thread gets ``n_buffers`` float32 scratch arrays of shape (stop - start, n), made once
+    and reused for its blocks, so the scratch stays small. Returns the results in block order.
+    """
+    scratch = threading.local()
+
+    def run(start):
+        stop = min(n, start + chunk)
+        buffer = getattr(scratch, "buffer", None)
+        if buffer is None:
+            buffer = scratch.buffer = np.empty((n_buffers, min(chunk, n), n), dtype=np.float32)
+        return sweep(start, stop, *(part[: stop - start] for part in buffer))
+
+    return parallel_map(run, range(0, n, chunk), n_threads)
 
 
 def guttman_iterations(guttman, coords, *, n: int, delta_sq_sum: float, max_iter: int, tol: float):
@@ -267,8 +278,7 @@ def guttman_iterations(guttman, coords, *, n: int, delta_sq_sum: float, max_iter
     return coords, n_iter
 
 
-def _guttman_pass(delta: np.ndarray, coords: np.ndarray, n_threads: int, scale_only: bool = False,
-                  chunk: int = 256):
+def _guttman_pass(delta: np.ndarray, coords: np.ndarray, n_threads: int, scale_only: bool = False):
     """One sweep over the rows of ``delta``: the cross term ``sum_ij delta_ij d_ij`` and the
     Guttman transform ``B(X) X / n``, a block of rows at a time (on the worker threads) so the
     scratch stays small.
@@ -276,14 +286,8 @@ def _guttman_pass(delta: np.ndarray, coords: np.ndarray, n_threads: int, scale_o
     n = delta.shape[0]
     points = coords.astype(np.float32)
     updated = np.empty_like(coords)
-    scratch = threading.local()
 
-    def sweep(start):
-        stop = min(n, start + chunk)
-        buffer = getattr(scratch, "buffer", None)
-        if buffer is None:
-            buffer = scratch.buffer = np.empty((min(chunk, n), n), dtype=np.float32)
-        dist = buffer[: stop - start]
+    def sweep(start, stop, dist):
         _distances_into(points[start:stop], dist, points)
         cross = float(np.vdot(delta[start:stop], dist))
         if not scale_only:
@@ -293,7 +297,7 @@ def _guttman_pass(delta: np.ndarray, coords: np.ndarray, n_threads: int, scale_o
             updated[start:stop] = (ratio_sums[:, None] * coords[start:stop] - dist @ points) / n
         return cross
 
-    cross = sum(parallel_map(sweep, range(0, n, chunk), n_threads))
+    cross = sum(_sweep_row_blocks(sweep, n, 1, n_threads))
     return cross, updated
 
 
