@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from mphate.traces.io import as_trace_array
-from mphate.embed.kernel import batched_sq_distances
+from mphate.embed.kernel import exact_sq_distances
 from mphate.embed.normalize import zscore_units
 
 
@@ -14,19 +14,6 @@ def _knn_indices(dist: np.ndarray, k: int) -> np.ndarray:
     idx = np.arange(dist.shape[1])
     dist[:, idx, idx] = np.inf
     return np.argpartition(dist, k - 1, axis=2)[:, :, :k]
-
-
-def _exact_sq_distances(points: np.ndarray) -> np.ndarray:
-    """Squared distances within each batch, (n_batch, n, n), in float64 from batch-centred points.
-
-    The ``|x|^2 + |y|^2 - 2 x.y`` expansion in float32 cancels badly when a batch's points lie
-    close together far from the origin, as one unit's history does in an embedding: the
-    rounding then exceeds the distances between neighbours and the kNN comes out wrong.
-    Until 2026-12-04 this function's caller did exactly that, and interslice preservation read
-    low and noisy (docs/benchmarks.md).
-    """
-    points = np.asarray(points, dtype=np.float64)
-    return batched_sq_distances(points - points.mean(axis=1, keepdims=True))
 
 
 def _overlap(reference: np.ndarray, embedded: np.ndarray, k: int) -> np.ndarray:
@@ -42,8 +29,9 @@ def _overlap(reference: np.ndarray, embedded: np.ndarray, k: int) -> np.ndarray:
     -------
     ndarray, shape (n_batch, n_points)
     """
-    ref_nn = _knn_indices(_exact_sq_distances(reference), k)
-    emb_nn = _knn_indices(_exact_sq_distances(embedded), k)
+    # exact distances: the float32 expansion misread interslice neighbourhoods until 89f12c7
+    ref_nn = _knn_indices(exact_sq_distances(reference), k)
+    emb_nn = _knn_indices(exact_sq_distances(embedded), k)
     n_batch, n_points, _ = ref_nn.shape
     is_ref_neighbour = np.zeros((n_batch, n_points, n_points), dtype=bool)
     np.put_along_axis(is_ref_neighbour, ref_nn, True, axis=2)

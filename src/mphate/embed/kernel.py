@@ -97,6 +97,18 @@ def batched_sq_distances(points: np.ndarray, others: np.ndarray | None = None) -
     return dist
 
 
+def exact_sq_distances(points: np.ndarray) -> np.ndarray:
+    """Squared distances within each batch, (n_batch, n, n), in float64 from batch-centred points.
+
+    The ``|x|^2 + |y|^2 - 2 x.y`` expansion of :func:`batched_sq_distances` in float32 cancels
+    badly when a batch's points lie close together far from the origin, as one unit's history
+    does in an embedding: the rounding then exceeds the distances between neighbours. Scores
+    that rank neighbours (:mod:`mphate.metrics`, the t search) use this instead.
+    """
+    points = np.asarray(points, dtype=np.float64)
+    return batched_sq_distances(points - points.mean(axis=1, keepdims=True))
+
+
 def batched_distances(points: np.ndarray) -> np.ndarray:
     """Euclidean distances within each batch, shape (n_batch, n_points, n_points), float32."""
     return np.sqrt(batched_sq_distances(points))

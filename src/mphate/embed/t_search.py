@@ -33,6 +33,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from mphate.embed import mds
+from mphate.embed.kernel import exact_sq_distances
 
 #: the coarse grid of candidate times (capped at t_max)
 COARSE_T = (6, 12, 25, 50, 100)
@@ -163,12 +164,7 @@ def _knn(points: np.ndarray, k: int) -> np.ndarray:
     n = points.shape[1]
     diagonal = np.arange(n)
     for b, block in enumerate(points):
-        # float64 and centred: in float32 the expansion below cancels badly for close points
-        # far from the origin (see mphate.metrics._exact_sq_distances)
-        block = np.asarray(block, dtype=np.float64)
-        block = block - block.mean(axis=0)
-        sq = np.einsum("ij,ij->i", block, block)
-        dist = sq[:, None] + sq[None, :] - 2 * (block @ block.T)
+        dist = exact_sq_distances(block[None])[0]
         dist[diagonal, diagonal] = np.inf
         out[b] = np.argpartition(dist, k - 1, axis=1)[:, :k]
     return out
