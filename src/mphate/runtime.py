@@ -24,22 +24,28 @@ from contextlib import contextmanager, nullcontext
 
 import numpy as np
 
-#: Below this many points one thread beats several (threads cost more than they save).
+#: Below this many points one thread beats several (threads cost more than they save)...
 SMALL_PROBLEM = 20000
+#: ...unless the dense stages work on matrices at least this wide: there two threads ran the
+#: float32 eigendecomposition 1.4x (1,000) to 1.9x (2,000) faster than one, and the CNN run of
+#: the benchmark panel (14,400 points, 4,000 landmarks) fitted in 17 s instead of 26 s
+SMALL_DENSE = 1000
 
 _executors: dict[int, ThreadPoolExecutor] = {}
 
 
 # ------------------------------------------------------------------------------ thread counts
-def resolve_threads(n_jobs, n_points: int) -> int:
+def resolve_threads(n_jobs, n_points: int, dense_size: int = 0) -> int:
     """Threads to use for a problem of ``n_points`` points: BLAS threads and workers alike.
 
-    ``n_jobs``: None (one thread under :data:`SMALL_PROBLEM` points, otherwise the cores
-    idle right now), -1 all cores, -2 all but one, ..., or a positive count.
+    ``n_jobs``: None (one thread under :data:`SMALL_PROBLEM` points when the dense stages'
+    matrices are under ``SMALL_DENSE`` wide, otherwise the cores idle right now), -1 all
+    cores, -2 all but one, ..., or a positive count. ``dense_size``: the side of the largest
+    dense matrix of the fit (its landmark count).
     """
     n_cpus = os.cpu_count() or 1
     if n_jobs is None:
-        if n_points < SMALL_PROBLEM:
+        if n_points < SMALL_PROBLEM and dense_size < SMALL_DENSE:
             return 1
         idle = idle_cores()
         # BLAS threads busy-wait for each other: on cores that other processes keep busy
@@ -111,12 +117,21 @@ def single_thread(user_api: str = "openmp"):
         yield
 
 
+_blas_controller = None
+
+
 def _single_blas_thread():
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        return nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
+    # one controller for the process: building one scans every loaded library (~3 ms), and a
+    # fit enters this block a few hundred times (about 1 s of a 14 s fit, profiled); BLAS is
+    # loaded with NumPy, before the first call, so the scan sees it
+    global _blas_controller
+    if _blas_controller is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+            return nullcontext()
+        _blas_controller = ThreadpoolController()
+    return _blas_controller.limit(limits=1, user_api="blas")
 
 
 def parallel_map(func, items, n_threads: int = 1) -> list:

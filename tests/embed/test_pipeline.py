@@ -154,6 +154,30 @@ def test_parallel_map_uses_the_threads_it_is_given():
     assert all(name.startswith("mphate") for name in seen)
 
 
+def test_thread_count_follows_the_dense_stages_too(monkeypatch):
+    # a trace of few points but thousands of landmarks spends its time in dense LAPACK/BLAS
+    # work that two threads speed up: n_jobs=None must not hold it to one thread
+    monkeypatch.setattr(runtime, "idle_cores", lambda: 2)
+    assert runtime.resolve_threads(None, 5_000) == 1
+    assert runtime.resolve_threads(None, 5_000, dense_size=runtime.SMALL_DENSE - 1) == 1
+    assert runtime.resolve_threads(None, 14_400, dense_size=4_000) == 2
+    assert runtime.resolve_threads(None, 50_000, dense_size=500) == 2
+    assert runtime.resolve_threads(1, 14_400, dense_size=4_000) == 1
+
+
+def test_parallel_map_holds_blas_to_one_thread_inside_the_workers():
+    from threadpoolctl import threadpool_info
+
+    outside = max(info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas")
+
+    def blas_threads(_):
+        return max(info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas")
+
+    for _ in range(2):  # the cached controller works again after its first use
+        assert runtime.parallel_map(blas_threads, range(4), n_threads=2) == [1, 1, 1, 1]
+    assert blas_threads(None) == outside
+
+
 def test_both_kernels_follow_the_kernel_protocol_and_agree_on_the_same_matrix(trace):
     from mphate.embed.normalize import zscore_units
 

@@ -49,17 +49,26 @@ class SpectralDecomposition:
         return (vectors * self.eigenvalues.astype(vectors.dtype)) @ vectors.T
 
     def power(self, t: int, tol: float = 1e-12) -> np.ndarray:
-        """``P^t`` as a dense row-stochastic array, shape (n, n)."""
+        """``P^t`` as a dense row-stochastic array, shape (n, n).
+
+        ``P^t = C^-1/2 V diag(l^t) V^T C^1/2``. Components lighter than ``tol`` of the
+        heaviest are left out. Work arrays: one (n, kept) block and the result, in the
+        eigenvectors' dtype (a float64 temporary of an (n, n) block was the t search's peak).
+        """
         powered = self.eigenvalues**t
         # components whose weight vanished at this t add nothing but cost
         keep = np.abs(powered) > tol * np.abs(powered).max()
-        vectors = self.eigenvectors if keep.all() else self.eigenvectors[:, keep]
+        n_kept = int(keep.sum())
+        # the landmark operator is similar to W^T D^-1 W (positive semi-definite), so the kept
+        # components are the leading ones: a view, not a copy; the mask is the general case
+        vectors = self.eigenvectors[:, :n_kept] if keep[:n_kept].all() else self.eigenvectors[:, keep]
         dtype = vectors.dtype
-        sqrt_scale = np.sqrt(self.scale)
-        left = ((vectors * powered[keep]) / sqrt_scale[:, None]).astype(dtype)
-        right = (vectors.T * sqrt_scale[None, :]).astype(dtype)
-        result = left @ right
-        del left, right
+        scaled = vectors * powered[keep].astype(dtype)
+        result = scaled @ vectors.T
+        del scaled
+        # the row factor C^-1/2 is left out: rows are scaled by positive numbers, which the
+        # clipping below keeps and the row normalisation cancels
+        result *= np.sqrt(self.scale).astype(dtype)[None, :]
         np.maximum(result, 0.0, out=result)
         result /= result.sum(axis=1, keepdims=True)
         return result

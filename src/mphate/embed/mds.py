@@ -117,23 +117,32 @@ def local_weights(delta: np.ndarray, power: float, overwrite: bool = False):
     """The refinement's weights ``w = delta ** -power`` (0 where delta is 0: the diagonal and
     coincident targets) and ``w * delta``, both float32 (n, n), and ``sum(w * delta**2)``.
 
-    ``overwrite``: ``w * delta`` goes into ``delta``'s storage (float32 input only), which
-    saves a fresh n x n array.
+    For the default power 0.5 the weights are ``1 / (w * delta)``: they come back as None and
+    are derived a block of rows at a time where they are used (:func:`_reciprocal_into`),
+    which saves an n x n array at the fit's peak. ``overwrite``: ``w * delta`` goes into
+    ``delta``'s storage (float32 input only), which saves another.
     """
-    positive = delta > 0
     in_place = overwrite and delta.dtype == np.float32
     # rows in float32, summed in float64: no float64 copies of n x n arrays
     if power == 0.5:
-        # the default: sqrt and a division, where pow() costs ~10x more
+        # the default: a square root, where pow() costs ~10x more
         weighted_delta = np.sqrt(delta, out=delta if in_place else None, dtype=np.float32)
         constant = float(np.einsum("ij,ij,ij->i", weighted_delta, weighted_delta, weighted_delta)
                          .sum(dtype=np.float64))
-        weights = np.divide(np.float32(1.0), weighted_delta, out=np.zeros_like(weighted_delta), where=positive)
-    else:
-        weights = np.power(delta, np.float32(-power), out=np.zeros_like(delta, dtype=np.float32), where=positive)
-        constant = float(np.einsum("ij,ij,ij->i", weights, delta, delta).sum(dtype=np.float64))
-        weighted_delta = np.multiply(weights, delta, out=delta if in_place else None, dtype=np.float32)
+        return None, weighted_delta, constant
+    positive = delta > 0
+    weights = np.power(delta, np.float32(-power), out=np.zeros_like(delta, dtype=np.float32), where=positive)
+    constant = float(np.einsum("ij,ij,ij->i", weights, delta, delta).sum(dtype=np.float64))
+    weighted_delta = np.multiply(weights, delta, out=delta if in_place else None, dtype=np.float32)
     return weights, weighted_delta, constant
+
+
+def _reciprocal_into(rows: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``1 / rows`` where rows are positive, 0 elsewhere, into ``out`` (the power-0.5 weights
+    from ``w * delta = sqrt(delta)``)."""
+    out.fill(0.0)
+    np.divide(np.float32(1.0), rows, out=out, where=rows > 0)
+    return out
 
 
 def refine_local(delta: np.ndarray, coords: np.ndarray, power: float = LOCAL_WEIGHT_POWER, *,
@@ -163,7 +172,13 @@ def refine_local(delta: np.ndarray, coords: np.ndarray, power: float = LOCAL_WEI
         Steps taken (fewer than asked when the stress stopped falling).
     """
     weights, weighted_delta, constant = local_weights(np.asarray(delta, dtype=np.float32), power, overwrite)
-    weight_sums = weights.sum(axis=1, dtype=np.float64)
+    if weights is None:
+        def row_sums(start, stop, work):
+            return _reciprocal_into(weighted_delta[start:stop], work).sum(axis=1, dtype=np.float64)
+
+        weight_sums = np.concatenate(_sweep_row_blocks(row_sums, weighted_delta.shape[0], 1, n_threads))
+    else:
+        weight_sums = weights.sum(axis=1, dtype=np.float64)
     return local_iterations(
         lambda x: _local_pass(weights, weighted_delta, weight_sums, constant, x, n_threads),
         np.array(coords, dtype=np.float64), n_steps=n_steps)
@@ -204,14 +219,18 @@ def local_iterations(step, coords, *, n_steps: int):
 
 
 def _local_pass(weights, weighted_delta, weight_sums, constant, coords, n_threads):
-    """One sweep over the rows: the weighted stress at ``coords`` and the Jacobi target."""
+    """One sweep over the rows: the weighted stress at ``coords`` and the Jacobi target.
+
+    ``weights`` None: the power-0.5 weights, ``1 / weighted_delta``, made block by block.
+    """
     points = coords.astype(np.float32)
     points_t = np.ascontiguousarray(points.T)
     target = np.empty_like(coords)
 
-    def sweep(start, stop, dist, work):
+    def sweep(start, stop, dist, work, weight_rows=None):
         _distances_into(points[start:stop], dist, points)
-        w, wd = weights[start:stop], weighted_delta[start:stop]
+        wd = weighted_delta[start:stop]
+        w = weights[start:stop] if weights is not None else _reciprocal_into(wd, weight_rows)
         cross = float(np.vdot(wd, dist))
         np.multiply(dist, dist, out=work)
         fitted = float(np.vdot(w, work))
@@ -227,7 +246,7 @@ def _local_pass(weights, weighted_delta, weight_sums, constant, coords, n_thread
         target[start:stop] = np.where(sums > 0, pulled / np.where(sums > 0, sums, 1.0), coords[start:stop])
         return cross, fitted
 
-    parts = _sweep_row_blocks(sweep, weights.shape[0], 2, n_threads)
+    parts = _sweep_row_blocks(sweep, weighted_delta.shape[0], 2 if weights is not None else 3, n_threads)
     stress = sum(f for _, f in parts) - 2 * sum(c for c, _ in parts) + constant
     return stress, target
 

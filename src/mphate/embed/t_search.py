@@ -244,11 +244,14 @@ def quick_landmark_layout(potential: np.ndarray, sample: ScoringSample, n_compon
     layout[sample.sampled] = layout_sampled
     if len(sample.others):
         anchor_rows = rows[sample.anchors]
-        other_rows = potential[sample.others]
-        # potential distances of the other landmarks to the anchors, (L - m, a)
-        target = (np.einsum("ij,ij->i", other_rows, other_rows)[:, None]
+        # potential distances of the other landmarks to the anchors, (L - m, a); from products
+        # of every row, then the others' picked: a copy of their rows was the search's peak
+        cross = (potential @ anchor_rows.T)[sample.others]
+        other_sq = np.einsum("ij,ij->i", potential, potential)[sample.others]
+        target = (other_sq[:, None]
                   + np.einsum("ij,ij->i", anchor_rows, anchor_rows)[None, :]
-                  - 2 * (other_rows @ anchor_rows.T))
+                  - 2 * cross)
+        del cross, other_sq
         np.maximum(target, 0, out=target)
         np.sqrt(target, out=target)
         target = target.astype(np.float32, copy=False)

@@ -49,13 +49,15 @@ class TorchSpectralDecomposition:
         lam = torch.as_tensor(self.eigenvalues, device=self.scale.device)
         powered = lam**t
         keep = powered.abs() > tol * powered.abs().max()
-        vectors = self.eigenvectors if bool(keep.all()) else self.eigenvectors[:, keep]
+        n_kept = int(keep.sum())
+        # as mphate.embed.diffusion.SpectralDecomposition.power: the leading components (a
+        # view), one work block, no row factor (the row normalisation cancels it)
+        vectors = self.eigenvectors[:, :n_kept] if bool(keep[:n_kept].all()) else self.eigenvectors[:, keep]
         dtype = vectors.dtype
-        sqrt_scale = self.scale.sqrt()
-        left = ((vectors.double() * powered[keep]) / sqrt_scale[:, None]).to(dtype)
-        right = (vectors.double().T * sqrt_scale[None, :]).to(dtype)
-        result = left @ right
-        del left, right
+        scaled = vectors * powered[keep].to(dtype)
+        result = scaled @ vectors.T
+        del scaled
+        result *= self.scale.sqrt().to(dtype)[None, :]
         result.clamp_(min=0.0)
         result /= result.sum(dim=1, keepdim=True)
         return result

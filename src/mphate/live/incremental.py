@@ -195,7 +195,8 @@ def warm_layout(estimator, init: np.ndarray, distances: np.ndarray) -> tuple[np.
     warm_stress, cold_stress : float
         Kruskal stress of this layout and of the estimator's own (cold-started) one.
     """
-    threads = runtime.resolve_threads(estimator.n_jobs, estimator.n_slices_ * estimator.n_units_)
+    threads = runtime.resolve_threads(estimator.n_jobs, estimator.n_slices_ * estimator.n_units_,
+                                      dense_size=estimator.n_landmark_)
     coords, _ = mds.smacof(distances, init, max_iter=estimator.mds_max_iter, tol=estimator.mds_tol,
                            n_threads=threads)
     return coords, mds.stress(distances, coords), mds.stress(distances, estimator.landmark_embedding_)
