@@ -6,8 +6,9 @@ Figures per run:
   wall_s       the parent's wall time for the whole child process (interpreter start and
                imports included)
   peak_mb      the child's peak resident set size as the kernel counts it for that process
-               alone (getrusage(RUSAGE_SELF).ru_maxrss at its end; interpreter and imports
-               included, helper processes not)
+               alone (VmHWM of /proc/self/status at its end, _child_common.peak_rss_kb;
+               interpreter and imports included, helper processes not; not ru_maxrss, which
+               carries over the forking parent's size)
   tree_peak_mb the largest sum of RSS over the child and all its descendants, polled every
                0.1 s from /proc: catches worker processes (joblib/loky) the first figure
                cannot see; shared pages count once per process, so it is an upper bound

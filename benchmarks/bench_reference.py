@@ -520,7 +520,7 @@ def make_report(args, command, started, total_s, real_lines, real, scal_lines) -
          "(`benchmarks/_run_reference.py` under .bench-venv, `benchmarks/_run_mphate.py` under "
          ".venv). *load + fit_transform* is that process's own wall time from starting to read "
          "the trace file to the end of `fit_transform`. *Peak RSS of the process* is the "
-         "kernel's high-water mark for that process alone (`getrusage(RUSAGE_SELF).ru_maxrss` at "
+         "kernel's high-water mark for that process alone (VmHWM of `/proc/self/status` at "
          "its end), interpreter start and imports included. The reference also starts joblib "
          "worker processes, which that figure cannot see, so the sum of RSS over the process and "
          "all its descendants, polled every 0.1 s, is shown as well (an upper bound: shared "

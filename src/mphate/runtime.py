@@ -218,7 +218,19 @@ def release_free_memory() -> None:
 
 
 def peak_memory_mb() -> float | None:
-    """This process's peak resident memory so far, in MB (None where unknown)."""
+    """This process's peak resident memory so far, in MB (None where unknown).
+
+    VmHWM of /proc/self/status where there is one: Linux carries a process's pre-exec
+    high-water mark over the exec into ``ru_maxrss``, so a process started by a large parent
+    (a training script, a benchmark) would read at least the parent's size there.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return float(line.split()[1]) / 1024
+    except OSError:
+        pass
     try:
         import resource
     except ImportError:  # not on Windows

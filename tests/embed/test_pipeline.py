@@ -1,6 +1,9 @@
 """The pipeline's caching rule, its explicit resources, and the kernel protocol."""
 from __future__ import annotations
 
+import os
+import sys
+
 import numpy as np
 import pytest
 
@@ -210,3 +213,17 @@ def test_unknown_device_and_missing_accelerator_are_clear_errors(trace):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
             MPHATE(device="cuda").fit(trace.data)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc (Linux)")
+def test_peak_memory_is_the_process_own_not_its_parent_size():
+    # ru_maxrss carries a forked parent's high-water mark over exec: a fit started by a large
+    # process (a training script, the benchmark panel) must not report the parent's size
+    import subprocess
+
+    held = np.ones(700 * 2**20 // 8)  # the parent holds 700 MB while the child starts
+    code = "from mphate import runtime; print(runtime.peak_memory_mb())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    child_peak = float(out.stdout.strip())
+    assert held.sum() > 0
+    assert 10 < child_peak < 500, child_peak
