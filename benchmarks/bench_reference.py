@@ -453,7 +453,7 @@ def main(argv=None):
     ap.add_argument("--reuse", action="store_true",
                     help="reuse any cached result in benchmarks/out/ for the same trace, "
                          "parameters and (for mphate) commit; run only what is missing")
-    ap.add_argument("--doc", default=DOC)
+    ap.add_argument("--doc", default=DOC, help="page to write the report into ('' for none)")
     ap.add_argument("--src", default=None,
                     help="import mphate from this src/ folder instead of the working tree "
                          "(e.g. a `git worktree` of a commit, to measure committed code only)")
@@ -485,6 +485,8 @@ def main(argv=None):
     report = make_report(args, command, started, time.perf_counter() - t0, real_lines, real,
                          scal_lines)
     path = args.doc if not args.quick else os.path.join(OUT, "benchmarks-quick.md")
+    if not path:  # --doc '': the tables above and benchmarks/out/*.json are the record
+        return
     if args.scaling_only and os.path.exists(path) and not args.quick:
         path = os.path.join(OUT, "benchmarks-scaling.md")
     kept = ""
