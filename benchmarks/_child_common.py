@@ -32,7 +32,11 @@ def parse(argv=None):
 
 
 def peak_rss_kb() -> float:
-    """This process's own peak resident set size in KiB (VmHWM; ru_maxrss where /proc lacks it)."""
+    """This process's own peak resident set size in KiB (VmHWM; ru_maxrss where /proc lacks it).
+
+    mphate.runtime.peak_memory_mb reads the same field, but this module also runs under the
+    reference's environment, where mphate is not installed.
+    """
     try:
         with open("/proc/self/status") as status:
             for line in status:

@@ -52,8 +52,8 @@ class SpectralDecomposition:
         """``P^t`` as a dense row-stochastic array, shape (n, n).
 
         ``P^t = C^-1/2 V diag(l^t) V^T C^1/2``. Components lighter than ``tol`` of the
-        heaviest are left out. Work arrays: one (n, kept) block and the result, in the
-        eigenvectors' dtype (a float64 temporary of an (n, n) block was the t search's peak).
+        heaviest are left out. Work arrays: one (n, kept) block and the result, both in the
+        eigenvectors' dtype (no float64 copies of the block, no second scaled copy of it).
         """
         powered = self.eigenvalues**t
         # components whose weight vanished at this t add nothing but cost
