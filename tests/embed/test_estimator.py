@@ -1,4 +1,5 @@
 """The MPHATE estimator: contract, determinism, caching, bad input and quality."""
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,36 @@ def test_estimator_contract(trace):
     assert est.kernel_.shape == (n, n)
     assert est.landmark_labels_.shape == (n,)
     assert est.entropy_.shape == (est.t_max,)
+
+
+def test_params_protocol_without_scikit_learn_base_class():
+    # MPHATE keeps scikit-learn's contract by protocol (mphate.embed.params), not inheritance
+    from sklearn.utils import get_tags
+
+    est = MPHATE(t=20, n_landmark=None)
+    assert repr(est) == "MPHATE(n_landmark=None, t=20)"  # only what differs from the defaults
+    assert repr(MPHATE()) == "MPHATE()"
+    with pytest.raises(ValueError, match="'n_landmarks' is not a parameter of MPHATE.*n_landmark"):
+        est.set_params(n_landmarks=10)
+    assert est.set_params() is est
+    assert set(est.get_params()) == set(inspect.signature(MPHATE).parameters)
+    assert get_tags(est).target_tags.required is False  # scikit-learn's own tag reader works
+
+
+def test_fitting_imports_no_scikit_learn():
+    # importing scikit-learn loads scipy.stats and pandas: ~85 MB of a fit's peak memory
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from mphate import MPHATE\n"
+        "MPHATE(interslice_knn=5, n_landmark=300, random_state=0, t='auto')"
+        ".fit(np.random.default_rng(0).standard_normal((30, 24, 12)))\n"
+        "print(sorted(m for m in ('sklearn', 'pandas', 'scipy.stats') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 def test_slice_major_output_and_inputs_accepted(trace):

@@ -231,3 +231,24 @@ def test_auto_spectral_stride():
     assert landmarks.auto_spectral_stride(5_000) == 1
     assert landmarks.auto_spectral_stride(115_200) == 2
     assert landmarks.auto_spectral_stride(2_048_000) == 9
+
+
+@pytest.mark.parametrize("shape", [(120, 70), (70, 120), (90, 90)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_randomized_svd_is_scikit_learns_for_the_same_seed(shape, dtype):
+    # written out so a fit need not import scikit-learn (mds.randomized_svd); a seed must still
+    # give the picture it gave when scikit-learn's was used
+    from sklearn.utils.extmath import randomized_svd as sklearn_randomized_svd
+
+    rng = np.random.default_rng(4)
+    matrix = (rng.standard_normal((shape[0], 12)) @ rng.standard_normal((12, shape[1]))).astype(dtype)
+    matrix -= matrix.mean(axis=0)
+    for seed in (0, 11):
+        u, s = mds.randomized_svd(matrix, 3, n_iter=7, seed=seed)
+        u_ref, s_ref, _ = sklearn_randomized_svd(matrix, 3, n_iter=7, random_state=seed)
+        assert u.shape == (shape[0], 3) and u.dtype == dtype
+        np.testing.assert_array_equal(s, s_ref)
+        np.testing.assert_array_equal(u, u_ref)
+    # and it is an SVD: the leading singular values of the matrix
+    np.testing.assert_allclose(s, np.linalg.svd(matrix.astype(np.float64), compute_uv=False)[:3],
+                               rtol=1e-4 if dtype == np.float32 else 1e-10)

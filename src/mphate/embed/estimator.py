@@ -5,16 +5,16 @@ The stages themselves, their order and what each caches are in :mod:`mphate.embe
 from __future__ import annotations
 
 import numpy as np
-from sklearn.base import BaseEstimator
 
 from mphate import runtime
 from mphate.embed import landmarks, pipeline
 from mphate.embed.backend import get_backend
+from mphate.embed.params import ParamsMixin
 from mphate.traces.io import as_trace_array
 from mphate.traces.validation import check_sizes
 
 
-class MPHATE(BaseEstimator):
+class MPHATE(ParamsMixin):
     """Multislice PHATE: embed every hidden unit at every moment of training.
 
     Parameters

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-from sklearn.utils.extmath import randomized_svd
+import scipy.linalg
 
 from mphate.runtime import parallel_map
 
@@ -49,10 +49,55 @@ def classical_mds_from_points(
     ndarray, shape (n, n_components)
     """
     centred = points - points.mean(axis=0) if center else points
-    # scikit-learn's randomized SVD takes a seed, not a Generator: draw one from ours
     seed = int(rng.integers(2**31 - 1))
-    u, s, _ = randomized_svd(centred, n_components, n_iter=7, random_state=seed)
+    u, s = randomized_svd(centred, n_components, n_iter=7, seed=seed)
     return u * s
+
+
+def randomized_svd(matrix: np.ndarray, rank: int, n_iter: int = 7, seed: int = 0,
+                   n_oversamples: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Leading singular vectors and values by a randomized range finder.
+
+    Halko, Martinsson & Tropp (2011), algorithm 4.4: a Gaussian test matrix, ``n_iter``
+    power iterations each renormalised by an LU factorisation (cheaper than QR and enough to
+    keep the columns apart), one QR, then the exact SVD of the small projected matrix. With
+    the test matrix drawn as ``RandomState(seed).normal`` and each left vector's largest
+    entry made positive, the result is the one scikit-learn's ``randomized_svd`` gives for
+    the same seed (checked bit for bit, tests/embed/test_mds.py); written here because
+    importing scikit-learn costs a fit about 85 MB (:mod:`mphate.embed.params`).
+
+    Parameters
+    ----------
+    matrix : ndarray, shape (n, m)
+    rank : int
+        Singular triplets kept.
+    n_iter : int
+    seed : int
+        Seeds the test matrix.
+    n_oversamples : int
+        Extra test vectors beyond ``rank``, for accuracy.
+
+    Returns
+    -------
+    u : ndarray, shape (n, rank)
+    s : ndarray, shape (rank,)
+    """
+    # iterate on the orientation with fewer columns: the test matrix and Q are then smaller
+    transpose = matrix.shape[0] < matrix.shape[1]
+    tall = matrix.T if transpose else matrix
+    q = np.random.RandomState(seed).normal(size=(tall.shape[1], rank + n_oversamples))
+    q = q.astype(tall.dtype, copy=False) if tall.dtype.kind == "f" else q
+    for _ in range(n_iter):
+        q, _ = scipy.linalg.lu(tall @ q, permute_l=True)
+        q, _ = scipy.linalg.lu(tall.T @ q, permute_l=True)
+    q, _ = scipy.linalg.qr(tall @ q, mode="economic")
+    u_small, s, vt = scipy.linalg.svd(q.T @ tall, full_matrices=False)
+    u = vt.T if transpose else q @ u_small
+    u = u[:, :rank]
+    # a fixed sign per vector (largest entry positive), so a seed gives one picture
+    largest = np.argmax(np.abs(u), axis=0)
+    u *= np.sign(u[largest, np.arange(u.shape[1])])
+    return u, s[:rank]
 
 
 def stress(dissimilarities: np.ndarray, embedding: np.ndarray) -> float:

@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.base import clone
 
 from mphate import runtime
 from mphate.embed import diffusion, mds
@@ -465,8 +464,9 @@ class IncrementalMPHATE:
         start = time.perf_counter()
         n = self.n_slices_
         template = self._template()
-        estimator = clone(template).set_params(interslice_knn=min(template.interslice_knn, n - 1),
-                                               n_landmark=self._n_landmark(n * self.n_units_))
+        # a fresh, unfitted copy (scikit-learn's clone, without importing scikit-learn)
+        estimator = type(template)(**template.get_params(deep=False)).set_params(
+            interslice_knn=min(template.interslice_knn, n - 1), n_landmark=self._n_landmark(n * self.n_units_))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             estimator.fit(self._raw.view())

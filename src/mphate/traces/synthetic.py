@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.utils import check_random_state
 
 from mphate.traces.trace import Trace
 
@@ -29,7 +28,8 @@ def make_trace(
     evenly over ``n_layers``; ``scalars["loss"]`` falls over time; ``trace_labels`` cycle
     through 10 classes.
     """
-    rng = check_random_state(random_state)
+    # a legacy RandomState, so an int seed gives the traces it always gave
+    rng = random_state if isinstance(random_state, np.random.RandomState) else np.random.RandomState(random_state)
 
     def smooth_walk(n_series):
         steps = rng.standard_normal((n_slices, n_series, n_trace)) / np.sqrt(n_slices)
