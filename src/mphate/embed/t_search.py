@@ -233,7 +233,10 @@ def quick_landmark_layout(potential: np.ndarray, sample: ScoringSample, n_compon
     -------
     ndarray, shape (L, n_components)
     """
-    rows = potential[sample.sampled]
+    # every landmark sampled (few points per landmark): the rows are the potential itself,
+    # and a copy of it (L x L) would be the fit's memory peak
+    every_landmark = len(sample.sampled) == potential.shape[0]
+    rows = potential if every_landmark else potential[sample.sampled]
     rng = np.random.default_rng(sample.mds_seed)
     layout_sampled = mds.classical_mds_from_points(rows, n_components, rng, center=False)
     if metric:
