@@ -174,6 +174,33 @@ def test_landmark_operator_is_stochastic_and_groups_everything():
     assert spectrum.eigenvalues[0] == pytest.approx(1, abs=1e-6)
 
 
+def test_kmeans_plus_plus_spreads_centres_where_random_seeding_follows_density():
+    # a dense blob of 900 points and 100 scattered ones: random seeding puts ~90% of the
+    # centres in the blob (even cluster sizes); k-means++ draws by squared distance, so the
+    # scattered points get centres of their own and the blob forms larger clusters
+    rng = np.random.default_rng(0)
+    points = np.vstack([rng.standard_normal((900, 5)) * 0.05,
+                        rng.uniform(-10, 10, (100, 5))]).astype(np.float32)
+    blob = np.arange(len(points)) < 900
+    sizes_in_blob = {}
+    for seeding in ("random", "k-means++"):
+        labels = landmarks.kmeans(points, 100, np.random.default_rng(1), seeding=seeding)
+        assert labels.shape == (1000,) and set(labels) == set(range(labels.max() + 1))
+        sizes_in_blob[seeding] = np.bincount(labels)[np.unique(labels[blob])].mean()
+    assert sizes_in_blob["k-means++"] > 2 * sizes_in_blob["random"]
+    centres = landmarks.kmeans_plus_plus_centres(points, 60, np.random.default_rng(2))
+    assert len(np.unique(centres, axis=0)) == 60  # distinct points of the input
+    with pytest.raises(ValueError, match="seeding"):
+        landmarks.kmeans(points, 10, np.random.default_rng(0), seeding="kmeans++")
+
+
+def test_landmarks_are_seeded_by_k_means_plus_plus_only_with_few_points_per_landmark():
+    few = landmarks.FEW_POINTS_PER_LANDMARK
+    assert landmarks.landmark_seeding(few * 4000 - 1, 4000) == "k-means++"  # the CNN run: 3.6
+    assert landmarks.landmark_seeding(few * 4000, 4000) == "random"
+    assert landmarks.landmark_seeding(38_400, 4000) == "random"  # the SGD runs: 9.6
+
+
 def test_drop_light_entries_drops_per_row_and_leaves_the_input_alone():
     import scipy.sparse as sp
     dense = np.array([[1.0, 5e-5, 2e-4, 0.0],

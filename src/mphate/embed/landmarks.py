@@ -237,8 +237,9 @@ def _nearest_centre(points: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray
     return labels, best
 
 
-def kmeans(points: np.ndarray, n_clusters: int, rng, n_iter: int = 10) -> np.ndarray:
-    """Lloyd's k-means from randomly chosen points; empty clusters are re-seeded far away.
+def kmeans_plus_plus_centres(points: np.ndarray, n_clusters: int, rng) -> np.ndarray:
+    """k-means++ seeding (Arthur & Vassilvitskii 2007): each centre is a point drawn with
+    probability proportional to its squared distance from the centres drawn before it.
 
     Parameters
     ----------
@@ -248,12 +249,58 @@ def kmeans(points: np.ndarray, n_clusters: int, rng, n_iter: int = 10) -> np.nda
 
     Returns
     -------
+    ndarray, shape (n_clusters, d), float32
+    """
+    n = len(points)
+    points = np.asarray(points, dtype=np.float32)
+    sq_norms = np.einsum("ij,ij->i", points, points)
+    chosen = np.empty(n_clusters, dtype=np.int64)
+    nearest_sq = np.full(n, np.inf)  # squared distance of each point to its nearest centre so far
+    total = 0.0
+    for j in range(n_clusters):
+        if j == 0:
+            pick = int(rng.integers(n))
+        elif total <= 0:  # every point sits on a centre: the rest uniformly among the others
+            rest = np.setdiff1d(np.arange(n), chosen[:j])
+            chosen[j:] = rng.choice(rest, n_clusters - j, replace=False)
+            break
+        else:
+            pick = min(int(np.searchsorted(np.cumsum(nearest_sq), rng.random() * total)), n - 1)
+        chosen[j] = pick
+        # |x - c|^2 from one matrix-vector product: a pass over the points per centre, not three
+        sq = sq_norms + sq_norms[pick] - 2.0 * (points @ points[pick])
+        np.minimum(nearest_sq, np.maximum(sq, 0.0), out=nearest_sq)
+        nearest_sq[pick] = 0.0
+        total = nearest_sq.sum()
+    return points[chosen].copy()
+
+
+def kmeans(points: np.ndarray, n_clusters: int, rng, n_iter: int = 10, seeding: str = "random") -> np.ndarray:
+    """Lloyd's k-means; empty clusters are re-seeded far away.
+
+    Parameters
+    ----------
+    points : ndarray, shape (n, d), float32
+    n_clusters : int, <= n
+    rng : numpy.random.Generator
+    seeding : {"random", "k-means++"}
+        Start from randomly chosen points (centres follow the density, so clusters come out
+        even in size) or by :func:`kmeans_plus_plus_centres` (centres spread over the space,
+        so dense regions form larger clusters).
+
+    Returns
+    -------
     labels : ndarray of int, shape (n,), every label in [0, n_clusters) used
     """
     n = len(points)
     if n_clusters >= n:
         return np.arange(n)
-    centres = points[rng.choice(n, n_clusters, replace=False)].astype(np.float32)
+    if seeding == "k-means++":
+        centres = kmeans_plus_plus_centres(points, n_clusters, rng)
+    elif seeding == "random":
+        centres = points[rng.choice(n, n_clusters, replace=False)].astype(np.float32)
+    else:
+        raise ValueError(f"seeding must be 'random' or 'k-means++'; got {seeding!r}")
     sq_norms = np.einsum("ij,ij->i", points, points)
     labels = None
     for _ in range(n_iter):
@@ -277,8 +324,26 @@ def kmeans(points: np.ndarray, n_clusters: int, rng, n_iter: int = 10) -> np.nda
     return labels
 
 
+#: below this many points per landmark the k-means behind the landmarks starts from k-means++
+#: seeding instead of random points. Random points follow the density, and with so few points
+#: per landmark nearly every landmark is then one to three points: the compressed diffusion
+#: barely differs from the uncompressed one, which drew worse pictures on the CNN run. k-means++
+#: merges dense regions into larger landmarks and keeps outlying points apart. Measured on the
+#: CNN run and on six traces cut from the other panel runs to 4.8 or fewer points per
+#: landmark (docs/benchmarks.md): random seeding left three cells more than 0.01 below the
+#: reference (CNN z intra k10 and k40, a pre-activation run's z intra k10, the wide run's raw
+#: intra k10), k-means++ none. At 9.6 points per landmark and more (the other panel runs),
+#: k-means++ lost interslice preservation (post-activation run: z inter k40 -0.016).
+FEW_POINTS_PER_LANDMARK = 5
+
+
+def landmark_seeding(n_points: int, n_landmark: int) -> str:
+    """The k-means seeding :func:`cluster_landmarks` uses for this many points and landmarks."""
+    return "k-means++" if n_points < FEW_POINTS_PER_LANDMARK * n_landmark else "random"
+
+
 def cluster_landmarks(features: np.ndarray, n_landmark: int, rng: np.random.Generator,
-                      n_threads: int = 1) -> np.ndarray:
+                      n_threads: int = 1, seeding: str = "random") -> np.ndarray:
     """Partition points into about ``n_landmark`` groups by two-level k-means.
 
     A flat k-means into thousands of clusters costs O(N * n_landmark) per iteration; splitting
@@ -292,6 +357,8 @@ def cluster_landmarks(features: np.ndarray, n_landmark: int, rng: np.random.Gene
     rng : numpy.random.Generator
     n_threads : int
         The coarse groups are split into landmarks on this many threads.
+    seeding : {"random", "k-means++"}
+        How both levels of k-means start (:func:`kmeans`).
 
     Returns
     -------
@@ -301,7 +368,7 @@ def cluster_landmarks(features: np.ndarray, n_landmark: int, rng: np.random.Gene
     n = features.shape[0]
     n_coarse = int(min(n_landmark, max(1, round(np.sqrt(n_landmark)))))
     sample = np.sort(rng.choice(n, size=min(n, 50 * n_coarse), replace=False))
-    sample_labels = kmeans(features[sample], n_coarse, rng, n_iter=30)
+    sample_labels = kmeans(features[sample], n_coarse, rng, n_iter=30, seeding=seeding)
     n_coarse = int(sample_labels.max()) + 1
     centres = np.stack([features[sample][sample_labels == c].mean(axis=0) for c in range(n_coarse)])
     _, coarse_labels = np.unique(_nearest_centre(features, centres)[0], return_inverse=True)
@@ -313,7 +380,7 @@ def cluster_landmarks(features: np.ndarray, n_landmark: int, rng: np.random.Gene
 
     def split_group(group):
         members = members_by_group[group]
-        return kmeans(features[members], int(counts[group]), group_rngs[group])
+        return kmeans(features[members], int(counts[group]), group_rngs[group], seeding=seeding)
 
     # largest groups first keeps the threads evenly loaded
     order = np.argsort(-sizes, kind="stable")

@@ -249,7 +249,8 @@ class LandmarkStage(Stage):
 
     Params: ``n_landmark`` (None, or >= N: every point its own landmark), ``n_svd`` (spectral
     coordinates clustered), ``stride`` (slice stride of the spectral step, an int; 1 for
-    kernels without slices).
+    kernels without slices). The k-means starts from k-means++ seeding when there are few
+    points per landmark (:func:`mphate.embed.landmarks.landmark_seeding`).
     """
 
     name = "landmarks"
@@ -265,8 +266,10 @@ class LandmarkStage(Stage):
         rng = res.rng(self.name)
         with res.log.step("spectral coordinates"):
             coords = landmarks.landmark_features(kernel, p["n_svd"], rng, stride=p["stride"])
+        seeding = landmarks.landmark_seeding(kernel.shape[0], p["n_landmark"])
         with res.log.step("landmark clustering"):
-            labels = landmarks.cluster_landmarks(coords, p["n_landmark"], rng, n_threads=res.n_threads)
+            labels = landmarks.cluster_landmarks(coords, p["n_landmark"], rng, n_threads=res.n_threads,
+                                                 seeding=seeding)
             del coords
         with res.log.step("landmark operator"):
             state.operator = landmarks.landmark_operator(kernel, labels, n_threads=res.n_threads)

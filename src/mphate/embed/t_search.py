@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-from mphate.embed import mds
+from mphate.embed import landmarks, mds
 from mphate.embed.kernel import exact_sq_distances
 
 #: the coarse grid of candidate times (capped at t_max)
@@ -41,8 +41,9 @@ COARSE_T = (6, 12, 25, 50, 100)
 N_SAMPLE = 1000
 #: landmarks of that subsample the others are placed against
 N_ANCHOR = 300
-#: below this many points per landmark, every landmark is laid out by SMACOF (no placement)
-FEW_POINTS_PER_LANDMARK = 5
+#: below this many points per landmark, every landmark is laid out by SMACOF (no placement);
+#: the same regime in which the landmarks come from k-means++ seeding
+FEW_POINTS_PER_LANDMARK = landmarks.FEW_POINTS_PER_LANDMARK
 #: the best quick candidates whose full pictures decide, and the slices / units they are
 #: scored on
 N_FINALISTS = 3
