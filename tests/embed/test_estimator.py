@@ -59,6 +59,8 @@ def test_params_protocol_without_scikit_learn_base_class():
     with pytest.raises(ValueError, match="'n_landmarks' is not a parameter of MPHATE.*n_landmark"):
         est.set_params(n_landmarks=10)
     assert est.set_params() is est
+    with pytest.raises(ValueError, match="'t__x'.*not an estimator"):
+        est.set_params(t__x=1)
     assert set(est.get_params()) == set(inspect.signature(MPHATE).parameters)
     assert get_tags(est).target_tags.required is False  # scikit-learn's own tag reader works
 

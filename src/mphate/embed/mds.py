@@ -63,7 +63,7 @@ def randomized_svd(matrix: np.ndarray, rank: int, n_iter: int = 7, seed: int = 0
     keep the columns apart), one QR, then the exact SVD of the small projected matrix. With
     the test matrix drawn as ``RandomState(seed).normal`` and each left vector's largest
     entry made positive, the result is the one scikit-learn's ``randomized_svd`` gives for
-    the same seed (checked bit for bit, tests/embed/test_mds.py); written here because
+    the same seed (checked bit for bit in tests/embed/test_stages.py); written here because
     importing scikit-learn costs a fit about 85 MB (:mod:`mphate.embed.params`).
 
     Parameters

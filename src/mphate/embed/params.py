@@ -63,6 +63,9 @@ class ParamsMixin:
                 raise ValueError(f"{key!r} is not a parameter of {type(self).__name__}; "
                                  f"valid parameters: {', '.join(self._param_names())}")
             if sub:
+                if not hasattr(valid[name], "set_params"):
+                    raise ValueError(f"{key!r}: parameter {name!r} of {type(self).__name__} is not an "
+                                     f"estimator, so it has no parameter {sub!r}")
                 nested.setdefault(name, {})[sub] = value
             else:
                 setattr(self, name, value)
