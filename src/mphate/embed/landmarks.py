@@ -329,11 +329,12 @@ def kmeans(points: np.ndarray, n_clusters: int, rng, n_iter: int = 10, seeding: 
 #: per landmark nearly every landmark is then one to three points: the compressed diffusion
 #: barely differs from the uncompressed one, which drew worse pictures on the CNN run. k-means++
 #: merges dense regions into larger landmarks and keeps outlying points apart. Measured on the
-#: CNN run and on six traces cut from the other panel runs to 4.8 or fewer points per
-#: landmark (docs/benchmarks.md): random seeding left three cells more than 0.01 below the
-#: reference (CNN z intra k10 and k40, a pre-activation run's z intra k10, the wide run's raw
-#: intra k10), k-means++ none. At 9.6 points per landmark and more (the other panel runs),
-#: k-means++ lost interslice preservation (post-activation run: z inter k40 -0.016).
+#: CNN run and on six traces cut from the other panel runs to 4.8 or fewer points per landmark,
+#: three seeds each (docs/benchmarks.md, benchmarks/few_points_study.py): random seeding left a
+#: cell more than 0.01 below the reference in 8 of 21 runs (every CNN seed), k-means++ in 4 (no
+#: CNN seed), though on the cut MLP traces random seeding kept the higher average. At 9.6
+#: points per landmark and more (the other panel runs), k-means++ lost interslice
+#: preservation (post-activation run: z inter k40 -0.016).
 FEW_POINTS_PER_LANDMARK = 5
 
 
