@@ -16,6 +16,7 @@ and six traces cut from the other panel runs down to 4.8 or fewer points per lan
     .venv/bin/python benchmarks/record_panel.py          # once: the panel traces
     .venv/bin/python benchmarks/few_points_study.py      # 7 traces x 3 seeds (~45 min, 2 cores)
     .venv/bin/python benchmarks/few_points_study.py --only cnn --seeds 0
+    .venv/bin/python benchmarks/few_points_study.py --table   # the last results as markdown
 
 Results: benchmarks/out/few_points.json. The table in docs/benchmarks.md ("Few points per
 landmark") comes from this script.
@@ -106,7 +107,15 @@ def main(argv=None):
     ap.add_argument("--only", action="append", choices=list(CUTS), help="this trace only (repeatable)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--ref-timeout", type=float, default=900.0)
+    ap.add_argument("--table", action="store_true",
+                    help="print the markdown table of benchmarks/out/few_points.json and stop")
     args = ap.parse_args(argv)
+    if args.table:
+        with open(os.path.join(br.OUT, "few_points.json")) as f:
+            rows = json.load(f)["rows"]
+        summarize(rows)
+        print(markdown_table(rows))
+        return
     started = time.perf_counter()
     rows = []
     for name in args.only or list(CUTS):
@@ -129,10 +138,46 @@ def main(argv=None):
                     print(f"  seed {seed} {seeding:10s} t={t:3d} worst {min(diff):+.3f} sum {sum(diff):+.3f}  "
                           + " ".join(f"{d:+.3f}" for d in diff), flush=True)
     summarize(rows)
+    print(markdown_table(rows))
     os.makedirs(br.OUT, exist_ok=True)
     with open(os.path.join(br.OUT, "few_points.json"), "w") as f:
         json.dump(dict(command=" ".join(["benchmarks/few_points_study.py"] + (argv or sys.argv[1:])),
                        minutes=(time.perf_counter() - started) / 60, cells=CELLS, rows=rows), f, indent=1)
+
+
+LABELS = {"cnn": "CNN", "post_adam": "post-act Adam", "pre_adam": "pre-act Adam", "sgd_01": "SGD 0.1",
+          "sgd_001": "SGD 0.01", "continual": "continual", "wide": "wide"}
+
+
+def _ordinal(n: int) -> str:
+    return f"{n}{ {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10 if n % 100 not in (11, 12, 13) else 0, 'th')}"
+
+
+def markdown_table(rows) -> str:
+    """Per trace: each seeding's worst cell and sum of the eight differences, seed by seed."""
+    def cell(values, bold):
+        return " / ".join(f"**{v:+.3f}**" if bold and v < -0.01 else f"{v:+.3f}" for v in values)
+
+    lines = ["| trace (points per landmark) | random: worst cell by seed | k-means++: worst cell | "
+             "random: sum of the 8 differences | k-means++: sum |", "|---|---|---|---|---|"]
+    for name in CUTS:
+        mine = [r for r in rows if r["trace"] == name and r["reference"]]
+        if not mine:
+            continue
+        _, slice_step, unit_step = CUTS[name]
+        cut = (f", every {_ordinal(slice_step)} slice" if slice_step > 1 else "") + (
+            f", every {_ordinal(unit_step)} unit" if unit_step > 1 else "")
+        n_slices, n_units = mine[0]["shape"][:2]
+        worst, total = {}, {}
+        for seeding in SEEDINGS:
+            diffs = [[r["mphate"][c] - r["reference"][c] for c in CELLS]
+                     for r in sorted(mine, key=lambda r: r["seed"]) if r["seeding"] == seeding]
+            worst[seeding], total[seeding] = [min(d) for d in diffs], [sum(d) for d in diffs]
+        lines.append(f"| {LABELS[name]}: {n_slices} x {n_units}{cut} "
+                     f"({n_slices * n_units / br.PAPER['n_landmark']:.1f}) | {cell(worst['random'], True)} | "
+                     f"{cell(worst['k-means++'], True)} | {cell(total['random'], False)} | "
+                     f"{cell(total['k-means++'], False)} |")
+    return "\n".join(lines)
 
 
 def summarize(rows):
