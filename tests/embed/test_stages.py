@@ -199,6 +199,9 @@ def test_landmarks_are_seeded_by_k_means_plus_plus_only_with_few_points_per_land
     assert landmarks.landmark_seeding(few * 4000 - 1, 4000) == "k-means++"  # the CNN run: 3.6
     assert landmarks.landmark_seeding(few * 4000, 4000) == "random"
     assert landmarks.landmark_seeding(38_400, 4000) == "random"  # the SGD runs: 9.6
+    # the t search's regime (every landmark laid out) is the same predicate
+    assert landmarks.few_points_per_landmark(few * 4000 - 1, 4000)
+    assert not landmarks.few_points_per_landmark(few * 4000, 4000)
 
 
 def test_drop_light_entries_drops_per_row_and_leaves_the_input_alone():

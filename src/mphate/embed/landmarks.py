@@ -338,9 +338,15 @@ def kmeans(points: np.ndarray, n_clusters: int, rng, n_iter: int = 10, seeding: 
 FEW_POINTS_PER_LANDMARK = 5
 
 
+def few_points_per_landmark(n_points: int, n_landmark: int) -> bool:
+    """Whether there are fewer than :data:`FEW_POINTS_PER_LANDMARK` points per landmark: the
+    regime of k-means++ seeding here and of the t search laying out every landmark."""
+    return n_points < FEW_POINTS_PER_LANDMARK * n_landmark
+
+
 def landmark_seeding(n_points: int, n_landmark: int) -> str:
     """The k-means seeding :func:`cluster_landmarks` uses for this many points and landmarks."""
-    return "k-means++" if n_points < FEW_POINTS_PER_LANDMARK * n_landmark else "random"
+    return "k-means++" if few_points_per_landmark(n_points, n_landmark) else "random"
 
 
 def cluster_landmarks(features: np.ndarray, n_landmark: int, rng: np.random.Generator,

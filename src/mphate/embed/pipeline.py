@@ -340,7 +340,7 @@ class DiffusionTimeStage(Stage):
         n_landmark = operator.n_landmark
         # with few points per landmark, out-of-sample placement misleads the quick pictures
         # (docs/benchmarks.md, the CNN run): lay out every landmark by SMACOF instead
-        few_points = n_slices * n_units < t_search.FEW_POINTS_PER_LANDMARK * n_landmark
+        few_points = landmarks.few_points_per_landmark(n_slices * n_units, n_landmark)
         sample = t_search.scoring_sample(state.features, n_landmark, rng,
                                          n_sample=n_landmark if few_points else t_search.N_SAMPLE)
         final_sample = t_search.scoring_sample(state.features, n_landmark, rng, n_sample=0,

@@ -21,8 +21,9 @@ The candidates are a factor-2 grid from 6 to ``t_max``, then one refinement roun
 geometric midpoints beside the best (:func:`search_t`). The quick scores only rank them: the
 best ``N_FINALISTS`` are drawn again as the fit would draw them (every landmark through
 SMACOF), scored on more slices and units, and the smallest t within ``FINAL_TIE`` of the best
-of those wins; its layout is the fit's. Traces with fewer than ``FEW_POINTS_PER_LANDMARK``
-points per landmark skip the placement step and lay out every landmark by SMACOF already in
+of those wins; its layout is the fit's. Traces with few points per landmark
+(:func:`mphate.embed.landmarks.few_points_per_landmark`, the regime in which the landmarks come
+from k-means++ seeding) skip the placement step and lay out every landmark by SMACOF already in
 the quick pictures (there, placement errors misled the ranking).
 """
 from __future__ import annotations
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-from mphate.embed import landmarks, mds
+from mphate.embed import mds
 from mphate.embed.kernel import exact_sq_distances
 
 #: the coarse grid of candidate times (capped at t_max)
@@ -41,9 +42,6 @@ COARSE_T = (6, 12, 25, 50, 100)
 N_SAMPLE = 1000
 #: landmarks of that subsample the others are placed against
 N_ANCHOR = 300
-#: below this many points per landmark, every landmark is laid out by SMACOF (no placement);
-#: the same regime in which the landmarks come from k-means++ seeding
-FEW_POINTS_PER_LANDMARK = landmarks.FEW_POINTS_PER_LANDMARK
 #: the best quick candidates whose full pictures decide, and the slices / units they are
 #: scored on
 N_FINALISTS = 3
