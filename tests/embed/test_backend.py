@@ -67,3 +67,50 @@ def test_changing_the_device_reruns_only_the_dense_stages(digits):
     est.set_params(device="torch").fit(digits)
     assert "eigendecomposition" in est.timings_ and "spectral coordinates" not in est.timings_
     assert "kernel" not in est.timings_
+
+
+def test_the_torch_path_brings_no_landmark_by_landmark_array_to_the_host(digits, monkeypatch):
+    # the dense stages and the t search's quick pictures stay on the device: only layouts,
+    # eigenvalues and the quick pictures' (L - m, anchors) distances come home
+    torch = pytest.importorskip("torch")
+    moved = []
+    original = torch.Tensor.cpu
+
+    def recording_cpu(self, *args, **kwargs):
+        moved.append(tuple(self.shape))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "cpu", recording_cpu)
+    n_landmark = 300
+    est = MPHATE(n_landmark=n_landmark, random_state=0, device="torch").fit(digits)
+    assert est.t_scores_, "t='auto' should have searched"
+    assert moved, "nothing came home: the recording missed the transfers"
+    square = [shape for shape in moved if len(shape) == 2 and min(shape) >= n_landmark // 2]
+    assert not square, square
+
+
+@pytest.mark.parametrize("shape", [(120, 40), (40, 120)])
+def test_torch_classical_mds_and_row_distances_agree_with_numpy(shape):
+    torch = pytest.importorskip("torch")
+    from mphate.embed.backend import NUMPY, get_backend
+
+    rng = np.random.default_rng(1)
+    # three strong directions, so the leading components are well separated
+    points = rng.normal(size=(shape[0], 3)) @ (rng.normal(size=(3, shape[1])) * np.array([[6.0], [3.0], [1.5]]))
+    points += 0.05 * rng.normal(size=shape)
+    points = (points - points.mean(axis=0)).astype(np.float32)
+    torch_backend = get_backend("torch")
+    on_device = torch.as_tensor(points)
+    expected = NUMPY.classical_mds(points, 2, np.random.default_rng(5))
+    got = torch_backend.classical_mds(on_device, 2, np.random.default_rng(5))
+    assert got.shape == (shape[0], 2) and got.dtype == np.float64
+    np.testing.assert_allclose(got, expected, atol=1e-3 * np.abs(expected).max())
+    rows, columns = np.arange(0, shape[0], 3), np.arange(1, shape[0], 7)
+    expected = NUMPY.row_distances(points, rows, columns)
+    got = torch_backend.row_distances(on_device, rows, columns)
+    assert got.shape == (len(rows), len(columns)) and got.dtype == np.float32
+    # float32 |x|^2 + |y|^2 - 2 x.y: coincident rows (both sets hold 15) come out ~0.04, not 0
+    atol = 1e-2 * float(np.median(expected))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=atol)
+    direct = np.linalg.norm(points[rows][:, None, :] - points[columns][None, :, :], axis=2)
+    np.testing.assert_allclose(got, direct, rtol=1e-4, atol=atol)

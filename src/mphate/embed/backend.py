@@ -9,8 +9,9 @@ library only through a backend, which :func:`get_backend` picks once from the es
 optional extra) for ``"cuda"``, ``"mps"`` or ``"torch"`` (PyTorch on the CPU, how CI checks
 the torch path). The stages call the backend's operations and never branch on it.
 
-Every backend offers the same five operations; arrays between them stay on the device, and
-:meth:`to_numpy` brings a result home.
+Every backend offers the same operations; arrays between them stay on the device, and
+:meth:`to_numpy` brings a result home. What comes home is small: layouts (L, n_components)
+and the t search's landmark-to-anchor distances (L, a), never an (L, L) array.
 """
 from __future__ import annotations
 
@@ -42,9 +43,34 @@ class NumpyBackend:
         points -= points.mean(axis=0)
         return points
 
+    def take_rows(self, points, rows: np.ndarray):
+        """``points[rows]``, on the backend; rows: integer ndarray."""
+        return points[rows]
+
+    def classical_mds(self, points, n_components: int, rng: np.random.Generator) -> np.ndarray:
+        """Classical MDS of the rows of centred ``points`` (n, d): NumPy float64 (n, n_components).
+
+        Draws one seed from ``rng``; every backend makes the same test matrix from it."""
+        return mds.classical_mds_from_points(points, n_components, rng, center=False)
+
     def pairwise_distances(self, points):
         """Euclidean distances between the rows of centred ``points`` (L, d): (L, L) float32."""
         return mds.pairwise_distances(points, dtype=np.float32, center=False)
+
+    def row_distances(self, points, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """Euclidean distances from ``points[rows]`` to ``points[columns]``: NumPy float32
+        (len(rows), len(columns)).
+
+        The products of every row are taken and the asked-for ones picked: when ``rows`` is
+        most of ``points``, a copy of their rows would be the caller's memory peak."""
+        column_rows = points[columns]
+        cross = (points @ column_rows.T)[rows]
+        row_sq = np.einsum("ij,ij->i", points, points)[rows]
+        target = row_sq[:, None] + np.einsum("ij,ij->i", column_rows, column_rows)[None, :] - 2 * cross
+        del cross, row_sq
+        np.maximum(target, 0, out=target)
+        np.sqrt(target, out=target)
+        return target.astype(np.float32, copy=False)
 
     def smacof(self, distances, init: np.ndarray, *, max_iter: int, tol: float, n_threads: int):
         """Metric MDS from ``init`` (L, n_components): (embedding as NumPy float64, iterations)."""
@@ -78,8 +104,17 @@ class TorchBackend:
     def center_columns(self, points):
         return points - points.mean(dim=0)
 
+    def take_rows(self, points, rows: np.ndarray):
+        return points[self._ops.torch.as_tensor(rows, device=points.device)]
+
+    def classical_mds(self, points, n_components: int, rng: np.random.Generator) -> np.ndarray:
+        return self._ops.classical_mds(points, n_components, rng)
+
     def pairwise_distances(self, points):
         return self._ops.pairwise_distances(points)
+
+    def row_distances(self, points, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        return self._ops.row_distances(points, rows, columns)
 
     def smacof(self, distances, init, *, max_iter: int, tol: float, n_threads: int):
         return self._ops.smacof(distances, init, max_iter=max_iter, tol=tol)

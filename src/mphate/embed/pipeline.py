@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mphate import runtime
-from mphate.embed import diffusion, kernel as kernel_mod, landmarks, mds, t_search
+from mphate.embed import diffusion, kernel as kernel_mod, landmarks, t_search
 from mphate.embed.backend import NUMPY, NumpyBackend
 from mphate.embed.normalize import zscore_units
 
@@ -349,10 +349,9 @@ class DiffusionTimeStage(Stage):
         detail, layouts = {}, {}
 
         def score(t):
-            potential = backend.to_numpy(centred_potential(state.spectrum, t, p["gamma"], backend,
-                                                           tol=t_search.POWER_TOL))
+            potential = centred_potential(state.spectrum, t, p["gamma"], backend, tol=t_search.POWER_TOL)
             layout = t_search.quick_landmark_layout(
-                potential, sample, p["n_components"], metric=p["mds"] == "metric",
+                potential, sample, p["n_components"], backend, metric=p["mds"] == "metric",
                 max_iter=p["mds_max_iter"], tol=p["mds_tol"], n_threads=res.n_threads)
             del potential
             if few_points:  # every landmark went through SMACOF: this is the full layout
@@ -408,8 +407,8 @@ def landmark_layout(spectrum, t, p, backend, rng, n_threads, log=None):
     with log.step("potential"):
         potential = centred_potential(spectrum, t, p["gamma"], backend)
     with log.step("classical MDS"):
-        # on the host for every backend: a small randomized SVD, and the one start both share
-        init = mds.classical_mds_from_points(backend.to_numpy(potential), p["n_components"], rng, center=False)
+        # a randomized SVD whose test matrix comes from the same seed on every backend
+        init = backend.classical_mds(potential, p["n_components"], rng)
     if p["mds"] != "metric":
         return init
     with log.step("metric MDS"):

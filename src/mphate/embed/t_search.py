@@ -33,7 +33,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-from mphate.embed import mds
 from mphate.embed.kernel import exact_sq_distances
 
 #: the coarse grid of candidate times (capped at t_max)
@@ -218,15 +217,17 @@ def scoring_sample(features: np.ndarray, n_landmark: int, rng: np.random.Generat
                          mds_seed=int(rng.integers(2**31 - 1)))
 
 
-def quick_landmark_layout(potential: np.ndarray, sample: ScoringSample, n_components: int, *,
+def quick_landmark_layout(potential, sample: ScoringSample, n_components: int, backend, *,
                           metric: bool, max_iter: int, tol: float, n_threads: int,
                           placement_steps: int = 10) -> np.ndarray:
     """A cheap stand-in for the fit's landmark layout at one t.
 
     Parameters
     ----------
-    potential : ndarray, shape (L, L), centred columns
-        The potential of ``P^t`` for every landmark.
+    potential : array of the backend, shape (L, L), centred columns
+        The potential of ``P^t`` for every landmark. It stays on the backend: only the
+        subsample's layout and the others' distances to the anchors, (L - m, a), come home.
+    backend : :class:`mphate.embed.backend.NumpyBackend` or ``TorchBackend``
 
     Returns
     -------
@@ -234,29 +235,22 @@ def quick_landmark_layout(potential: np.ndarray, sample: ScoringSample, n_compon
     """
     # every landmark sampled (few points per landmark): the rows are the potential itself,
     # and a copy of it (L x L) would be the fit's memory peak
-    every_landmark = len(sample.sampled) == potential.shape[0]
-    rows = potential if every_landmark else potential[sample.sampled]
+    n_landmark = potential.shape[0]
+    every_landmark = len(sample.sampled) == n_landmark
+    rows = potential if every_landmark else backend.take_rows(potential, sample.sampled)
     rng = np.random.default_rng(sample.mds_seed)
-    layout_sampled = mds.classical_mds_from_points(rows, n_components, rng, center=False)
+    layout_sampled = backend.classical_mds(rows, n_components, rng)
     if metric:
-        distances = mds.pairwise_distances(rows, dtype=np.float32, center=False)
-        layout_sampled, _ = mds.smacof(distances, layout_sampled, max_iter=max_iter, tol=tol,
-                                       n_threads=n_threads, overwrite=True)
-    layout = np.empty((potential.shape[0], n_components))
+        distances = backend.pairwise_distances(rows)
+        layout_sampled, _ = backend.smacof(distances, layout_sampled, max_iter=max_iter, tol=tol,
+                                           n_threads=n_threads)
+        del distances
+    del rows
+    layout = np.empty((n_landmark, n_components))
     layout[sample.sampled] = layout_sampled
     if len(sample.others):
-        anchor_rows = rows[sample.anchors]
-        # potential distances of the other landmarks to the anchors, (L - m, a); from products
-        # of every row, then the others' picked: a copy of their rows was the search's peak
-        cross = (potential @ anchor_rows.T)[sample.others]
-        other_sq = np.einsum("ij,ij->i", potential, potential)[sample.others]
-        target = (other_sq[:, None]
-                  + np.einsum("ij,ij->i", anchor_rows, anchor_rows)[None, :]
-                  - 2 * cross)
-        del cross, other_sq
-        np.maximum(target, 0, out=target)
-        np.sqrt(target, out=target)
-        target = target.astype(np.float32, copy=False)
+        # potential distances of the other landmarks to the anchors, (L - m, a)
+        target = backend.row_distances(potential, sample.others, sample.sampled[sample.anchors])
         anchors = layout_sampled[sample.anchors].astype(np.float32)
         anchor_sq = np.einsum("ij,ij->i", anchors, anchors)
         # start at the mean of the 3 nearest anchors, then Guttman steps with the anchors fixed

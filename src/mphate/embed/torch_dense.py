@@ -84,6 +84,49 @@ def pairwise_distances(points):
     return dist
 
 
+def classical_mds(points, n_components: int, rng: np.random.Generator) -> np.ndarray:
+    """:func:`mphate.embed.mds.classical_mds_from_points` of centred ``points`` (n, d) on a
+    device: NumPy float64 (n, n_components).
+
+    Same seed draw and test matrix as the NumPy path; the power iterations are renormalised
+    by QR instead of LU (torch's LU gives its permutation as an n x n matrix). Both span the
+    same subspace, so the layouts agree up to rounding.
+    """
+    seed = int(rng.integers(2**31 - 1))
+    u, s = randomized_svd(points, n_components, n_iter=7, seed=seed)
+    return (u * s).double().cpu().numpy()
+
+
+def randomized_svd(matrix, rank: int, n_iter: int = 7, seed: int = 0, n_oversamples: int = 10):
+    """:func:`mphate.embed.mds.randomized_svd` on a device: (u (n, rank), s (rank,)) tensors,
+    each left vector's largest entry positive."""
+    transpose = matrix.shape[0] < matrix.shape[1]
+    tall = matrix.T if transpose else matrix
+    test = np.random.RandomState(seed).normal(size=(tall.shape[1], rank + n_oversamples))
+    q = torch.as_tensor(test, device=tall.device).to(tall.dtype)
+    for _ in range(n_iter):
+        q = torch.linalg.qr(tall @ q).Q
+        q = torch.linalg.qr(tall.T @ q).Q
+    q = torch.linalg.qr(tall @ q).Q
+    u_small, s, vt = torch.linalg.svd(q.T @ tall, full_matrices=False)
+    u = vt.T if transpose else q @ u_small
+    u = u[:, :rank]
+    largest = u.abs().argmax(dim=0)
+    u = u * torch.sign(u[largest, torch.arange(u.shape[1], device=u.device)])
+    return u, s[:rank]
+
+
+def row_distances(points, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """Euclidean distances from ``points[rows]`` to ``points[columns]`` (the t search's
+    out-of-sample targets): NumPy float32 (len(rows), len(columns)), computed on the device."""
+    device = points.device
+    picked = points[torch.as_tensor(rows, device=device)]
+    column_rows = points[torch.as_tensor(columns, device=device)]
+    target = picked @ column_rows.T
+    target.mul_(-2.0).add_((picked * picked).sum(dim=1)[:, None]).add_((column_rows * column_rows).sum(dim=1)[None, :])
+    return target.clamp_(min=0.0).sqrt_().to(torch.float32).cpu().numpy()
+
+
 def smacof(dissimilarities, init: np.ndarray, *, max_iter: int = 300, tol: float = 1e-3,
            weight_power: float = LOCAL_WEIGHT_POWER):
     """:func:`mphate.embed.mds.smacof` on a device: same start scaling, Guttman transform,
