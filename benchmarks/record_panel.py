@@ -135,7 +135,8 @@ def _record_epochs(cfg: dict, verbose: bool = True) -> dict:
     X_trace, y_trace = _held_out_inputs(data)
     if cfg["kind"] == "cnn":
         model = _make_cnn(torch, cfg["channels"], SEED)
-        layers = ["1", "3"]  # the two Conv2d modules (outputs before their ReLU)
+        # the two Conv2d modules (outputs before their ReLU), or the two ReLUs after them
+        layers = ["2", "4"] if cfg.get("traced") == "post" else ["1", "3"]
     else:
         model = make_mlp(data.n_inputs, cfg["hidden"], 10, activation=cfg["activation"], seed=SEED)
         if cfg["traced"] == "pre":

@@ -1,0 +1,117 @@
+"""Runs the panel never saw: does mphate keep the reference's picture on them?
+
+The panel (record_panel.py) is what the pipeline's choices were measured on; these runs are
+kinds it does not hold, recorded the same way (digits, the held-out trace inputs), and left
+out of every tuning decision. Each is embedded by mphate and by the reference (PyPI m-phate,
+its public API, in .bench-venv) with the paper's parameters and ``random_state=0``, each in
+its own process, and scored with the eight preservation numbers of the panel table.
+
+    .venv/bin/python benchmarks/holdout_runs.py            # record what is missing, run both
+    .venv/bin/python benchmarks/holdout_runs.py --only relu_post_sgd --reuse-reference
+
+Traces are cached as benchmarks/data/holdout/NAME.npz (gitignored), results as
+benchmarks/out/holdout_NAME_{mphate,reference}.json.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import bench_reference as br  # noqa: E402
+import record_panel as rp  # noqa: E402
+
+HOLDOUT_DIR = os.path.join(br.DATA, "holdout")
+
+# name -> (what it is, settings for record_panel's recorders)
+HOLDOUT = {
+    "relu_post_sgd": ("64-256-256-10 ReLU MLP, SGD momentum 0.9 lr 0.05, batch 64, 120 epochs; traced "
+                      "after the ReLU (units that are often exactly 0)",
+                      rp._mlp_run((256, 256), "relu", "sgd", 0.05, 64, 120, "post")),
+    "leaky_pre_adam_3e-3": ("64-96-96-96-10 LeakyReLU(0.1) MLP, Adam lr 3e-3, batch 128, 200 epochs; "
+                            "traced before the nonlinearity (fast learning, then overfitting)",
+                            rp._mlp_run((96, 96, 96), "leaky_relu", "adam", 3e-3, 128, 200, "pre")),
+    "cnn_post_sgd": ("conv 16 ch -> ReLU -> conv 48 ch -> ReLU -> max-pool -> linear, SGD momentum 0.9 "
+                     "lr 0.05, batch 64, 150 epochs; traced after each ReLU, a unit = a channel "
+                     "(spatial mean); 64 units",
+                     dict(kind="cnn", channels=[16, 48], optimizer="sgd", lr=0.05, batch_size=64,
+                          epochs=150, traced="post")),
+    "domain_adagrad": ("continual, domain-incremental (even/odd of each digit pair), Adagrad, "
+                       "64-256-256-2 ReLU, 12 epochs per task, traced every 3 batches",
+                       dict(kind="continual", scenario="domain", learner="adagrad", epochs_per_task=12,
+                            trace_every=3, hidden=[256, 256], batch_size=128)),
+}
+
+
+def record(name: str) -> str:
+    path = os.path.join(HOLDOUT_DIR, f"{name}.npz")
+    if os.path.exists(path):
+        return path
+    cfg = HOLDOUT[name][1]
+    print(f"{name}: recording ...", flush=True)
+    started = time.perf_counter()
+    arrays = rp._record_continual(cfg) if cfg["kind"] == "continual" else rp._record_epochs(cfg)
+    os.makedirs(HOLDOUT_DIR, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+    print(f"{name}: {arrays['trace'].shape} recorded in {time.perf_counter() - started:.0f} s", flush=True)
+    return path
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--only", default="", help="comma-separated run names")
+    ap.add_argument("--reuse-reference", action="store_true", help="reuse cached reference results")
+    ap.add_argument("--timeout", type=float, default=1800.0)
+    args = ap.parse_args(argv)
+    names = [n for n in args.only.split(",") if n] or list(HOLDOUT)
+    unknown = sorted(set(names) - set(HOLDOUT))
+    if unknown:
+        ap.error(f"unknown run(s) {unknown}; known: {sorted(HOLDOUT)}")
+    header = ("| run | points | ref t, s | mphate t, s | " + " | ".join(
+        f"{'z' if space == 'normalized' else 'raw'} {kind} k{k}"
+        for space in br.SPACES for k in br.KS for kind in ("intra", "inter")) + " | worst |")
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for name in names:
+        path = record(name)
+        with np.load(path) as f:
+            trace = np.asarray(f["trace"], dtype=np.float32)
+        results = {}
+        for method in ("reference", "mphate"):
+            tag = f"holdout_{name}_{method}"
+            res = br.cached(tag, path) if (method == "reference" and args.reuse_reference) else None
+            results[method] = res or br.run_method(method, path, tag, 0, args.timeout, None)
+        if any(r["status"] != "ok" for r in results.values()):
+            lines.append(f"| {name} | failed: " + "; ".join(r["status"] for r in results.values()) + " |")
+            continue
+        scores = {m: br.preservation(r, trace) for m, r in results.items()}
+        cells, diffs = [], []
+        for space in br.SPACES:
+            for k in br.KS:
+                for kind in ("intraslice", "interslice"):
+                    ours, ref = scores["mphate"][f"{space}/k={k}"][kind], scores["reference"][f"{space}/k={k}"][kind]
+                    diffs.append(ours - ref)
+                    bold = "**" if ours - ref < -0.01 else ""
+                    cells.append(f"{bold}{ours:.3f} / {ref:.3f} ({ours - ref:+.3f}){bold}")
+        lines.append(f"| {name} | {trace.shape[0]} x {trace.shape[1]} | "
+                     f"{chosen_t(results['reference'])}, {results['reference']['fit_s']:.1f} | "
+                     f"{chosen_t(results['mphate'])}, {results['mphate']['fit_s']:.1f} | " + " | ".join(cells)
+                     + f" | {min(diffs):+.3f} |")
+        print("\n".join(lines), flush=True)
+    print("\ncells: mphate / reference (difference); bold: more than 0.01 below the reference")
+    return 0
+
+
+def chosen_t(res: dict):
+    import bench_panel
+
+    return bench_panel.chosen_t(res)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
