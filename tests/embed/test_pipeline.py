@@ -226,3 +226,32 @@ def test_peak_memory_is_the_process_own_not_its_parent_size():
     child_peak = float(out.stdout.strip())
     assert held.sum() > 0
     assert 10 < child_peak < 500, child_peak
+
+
+def test_a_step_waits_for_the_backend_before_its_time_is_taken():
+    # a GPU queues work: a step's time must include the wait for it, not leave it to the next
+    import time
+
+    from mphate.embed.pipeline import StageLog
+
+    waits = []
+
+    def slow_device():
+        waits.append(time.perf_counter())
+        time.sleep(0.05)
+
+    log = StageLog(0, synchronize=slow_device)
+    with log.step("eigendecomposition"):
+        pass
+    with log.step("diffusion time"):
+        pass
+    assert len(waits) == 2
+    assert log.timings["eigendecomposition"] >= 0.05 and log.timings["diffusion time"] >= 0.05
+
+
+def test_each_backend_can_synchronize():
+    from mphate.embed.backend import get_backend
+
+    get_backend("cpu").synchronize()
+    if __import__("importlib").util.find_spec("torch") is not None:
+        get_backend("torch").synchronize()  # the CPU device has no queue: returns at once

@@ -80,6 +80,9 @@ class NumpyBackend:
     def to_numpy(self, array) -> np.ndarray:
         return np.asarray(array)
 
+    def synchronize(self) -> None:
+        """Wait for the backend's queued work (NumPy has none: it returns when done)."""
+
     def __str__(self) -> str:
         return "numpy"
 
@@ -123,6 +126,14 @@ class TorchBackend:
         if isinstance(array, np.ndarray):
             return array
         return array.detach().cpu().numpy()
+
+    def synchronize(self) -> None:
+        """Wait for the device's queued kernels, so that a timed step owns its own work."""
+        torch = self._ops.torch
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize(self.device)
+        elif self.device == "mps":
+            torch.mps.synchronize()
 
     def __str__(self) -> str:
         return f"torch:{self.device}"

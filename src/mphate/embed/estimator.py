@@ -230,14 +230,15 @@ class MPHATE(ParamsMixin):
         n_slices, n_units, n_trace = data.shape
         check_sizes(n_slices, n_units, n_trace,
                     intraslice_knn=self.intraslice_knn, interslice_knn=self.interslice_knn)
-        log = pipeline.StageLog(self.verbose)
+        backend = get_backend(self.device)
+        log = pipeline.StageLog(self.verbose, synchronize=backend.synchronize)
         log.note(f"{n_slices} slices x {n_units} units x {n_trace} trace inputs = {n_slices * n_units} points")
         n_points = n_slices * n_units
         dense_size = n_points if self.n_landmark is None else min(n_points, self.n_landmark)
         resources = pipeline.Resources(
             n_threads=runtime.resolve_threads(self.n_jobs, n_points, dense_size=dense_size),
             rngs=runtime.stage_generators(self.random_state, pipeline.STAGE_NAMES),
-            backend=get_backend(self.device),
+            backend=backend,
             log=log,
         )
         state = self.__dict__.get("_state") or pipeline.PipelineState()

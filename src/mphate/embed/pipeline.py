@@ -57,10 +57,16 @@ from mphate.embed.normalize import zscore_units
 
 # ---------------------------------------------------------------------------------- plumbing
 class StageLog:
-    """Timed log lines on stderr, one per step; silent when ``verbose`` is 0."""
+    """Timed log lines on stderr, one per step; silent when ``verbose`` is 0.
 
-    def __init__(self, verbose: int = 0):
+    ``synchronize``: called at the end of every step before its time is taken (the backend's
+    :meth:`synchronize`): a GPU runs its work asynchronously, and without it a step's time would
+    land in whichever later step first waits for the device.
+    """
+
+    def __init__(self, verbose: int = 0, synchronize=None):
         self.verbose = verbose
+        self.synchronize = synchronize
         self.timings: dict[str, float] = {}
 
     @contextmanager
@@ -69,6 +75,8 @@ class StageLog:
         if self.verbose >= 2:
             print(f"[mphate] {name}...", file=sys.stderr, flush=True)
         yield
+        if self.synchronize is not None:
+            self.synchronize()
         runtime.release_free_memory()
         elapsed = time.perf_counter() - start
         self.timings[name] = elapsed
