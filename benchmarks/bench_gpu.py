@@ -135,7 +135,7 @@ def markdown(rows: list, header: str) -> str:
             f"{r['max_abs_difference']:.4f}" if cpu else "",
             ("yes" if r["agrees"] else "**no**") if cpu else "",
             (f"< {r['goal_s']:g} s: " + ("met" if r["meets_goal"] else "**not met**")) if "goal_s" in r else ""))
-    lines += ["", "Stages of the fastest GPU fit, s (asynchronous device work lands in the next stage that waits for it):", ""]
+    lines += ["", "Stages of the fastest GPU fit, s (each step waits for the device before its time is taken):", ""]
     for r in rows:
         lines.append(f"- {r['trace']}: " + ", ".join(f"{k} {v:.2f}" for k, v in r["gpu"]["stages"].items()))
     return "\n".join(lines) + "\n"
