@@ -32,7 +32,7 @@ class MPHATE(ParamsMixin):
         then the midpoints beside the best) by the intraslice + interslice neighbourhood
         preservation (k = 10, against the trace itself: no labels) of a quick version of the
         picture each gives, then draws the best three in full and takes the smallest t
-        within 0.01 of the best of those (:mod:`mphate.embed.t_search`; about 7 quick
+        within 0.005 of the best of those (:mod:`mphate.embed.t_search`; about 7 quick
         layouts and 3 full ones, one of which is the fit's). "knee" takes the knee of the von
         Neumann entropy curve (PHATE's rule: free, but on real runs it can land far from the
         best picture; docs/algorithm.md).
@@ -103,7 +103,7 @@ class MPHATE(ParamsMixin):
         t="auto": every candidate t scored, with the (intraslice, interslice) preservation of
         its picture on a scored subsample (a kind is None when the trace has too few units or
         slices for it): for the three finalists their full pictures', for the others their
-        quick pictures'. ``t_`` is the smallest finalist within 0.01 of the best finalist's
+        quick pictures'. ``t_`` is the smallest finalist within 0.005 of the best finalist's
         sum. Empty for a given t or "knee".
     landmark_embedding_ : ndarray, shape (n_landmark_, n_components)
     landmark_operator_ : mphate.embed.landmarks.LandmarkOperator
