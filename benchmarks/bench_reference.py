@@ -188,6 +188,29 @@ def cached(tag: str, trace_path: str, overrides: dict | None = None) -> dict | N
     return res
 
 
+#: the eight preservation numbers of the panel tables, in their column order
+KINDS = ("intraslice", "interslice")
+CELLS = tuple(f"{'z' if space == 'normalized' else 'raw'} {kind[:5]} k{k}"
+              for space in SPACES for k in KS for kind in KINDS)
+
+
+def cells_of(scores: dict) -> list[float]:
+    """:func:`preservation`'s dict as the eight numbers, in :data:`CELLS` order."""
+    return [scores[f"{space}/k={k}"][kind] for space in SPACES for k in KS for kind in KINDS]
+
+
+def preservation_cells(embedding: np.ndarray, trace: np.ndarray) -> list[float]:
+    """The eight numbers (:data:`CELLS` order) of an embedding (N, d) of a trace (S, U, F)."""
+    from mphate.metrics import neighbor_preservation
+
+    out = []
+    for space in SPACES:
+        for k in KS:
+            scores = neighbor_preservation(embedding, trace, k, space=space)
+            out += [scores[kind] for kind in KINDS]
+    return out
+
+
 def preservation(res: dict, trace: np.ndarray) -> dict:
     from mphate.metrics import neighbor_preservation
     with np.load(os.path.join(ROOT, res["embedding"])) as f:

@@ -66,17 +66,6 @@ def cut_trace(name: str) -> str:
     return path
 
 
-def cells(embedding: np.ndarray, trace: np.ndarray) -> list[float]:
-    from mphate.metrics import neighbor_preservation
-
-    out = []
-    for space in br.SPACES:
-        for k in br.KS:
-            scores = neighbor_preservation(embedding, trace, k, space=space)
-            out += [scores["intraslice"], scores["interslice"]]
-    return out
-
-
 def reference_cells(name: str, path: str, trace: np.ndarray, seed: int, timeout: float) -> list[float] | None:
     tag = f"few_{name}_reference_s{seed}"
     res = br.cached(tag, path)
@@ -86,7 +75,7 @@ def reference_cells(name: str, path: str, trace: np.ndarray, seed: int, timeout:
         print(f"  reference {name} seed {seed}: {res.get('status')}", flush=True)
         return None
     with np.load(os.path.join(br.ROOT, res["embedding"])) as f:
-        return cells(np.asarray(f["embedding"], dtype=np.float64), trace)
+        return br.preservation_cells(np.asarray(f["embedding"], dtype=np.float64), trace)
 
 
 def mphate_cells(trace: np.ndarray, seed: int, seeding: str) -> tuple[list[float], int]:
@@ -99,7 +88,7 @@ def mphate_cells(trace: np.ndarray, seed: int, seeding: str) -> tuple[list[float
         est = MPHATE(**dict(br.PAPER, random_state=seed, n_jobs=1)).fit(trace)
     finally:
         landmarks.landmark_seeding = rule
-    return cells(est.embedding_, trace), int(est.t_)
+    return br.preservation_cells(est.embedding_, trace), int(est.t_)
 
 
 def main(argv=None):

@@ -24,6 +24,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+import bench_panel  # noqa: E402
 import bench_reference as br  # noqa: E402
 import record_panel as rp  # noqa: E402
 
@@ -73,9 +74,7 @@ def main(argv=None):
     unknown = sorted(set(names) - set(HOLDOUT))
     if unknown:
         ap.error(f"unknown run(s) {unknown}; known: {sorted(HOLDOUT)}")
-    header = ("| run | points | ref t, s | mphate t, s | " + " | ".join(
-        f"{'z' if space == 'normalized' else 'raw'} {kind} k{k}"
-        for space in br.SPACES for k in br.KS for kind in ("intra", "inter")) + " | worst |")
+    header = "| run | points | ref t, s | mphate t, s | " + " | ".join(br.CELLS) + " | worst |"
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for name in names:
         path = record(name)
@@ -89,28 +88,19 @@ def main(argv=None):
         if any(r["status"] != "ok" for r in results.values()):
             lines.append(f"| {name} | failed: " + "; ".join(r["status"] for r in results.values()) + " |")
             continue
-        scores = {m: br.preservation(r, trace) for m, r in results.items()}
-        cells, diffs = [], []
-        for space in br.SPACES:
-            for k in br.KS:
-                for kind in ("intraslice", "interslice"):
-                    ours, ref = scores["mphate"][f"{space}/k={k}"][kind], scores["reference"][f"{space}/k={k}"][kind]
-                    diffs.append(ours - ref)
-                    bold = "**" if ours - ref < -0.01 else ""
-                    cells.append(f"{bold}{ours:.3f} / {ref:.3f} ({ours - ref:+.3f}){bold}")
+        ours, ref = (br.cells_of(br.preservation(results[m], trace)) for m in ("mphate", "reference"))
+        diffs = [a - b for a, b in zip(ours, ref)]
+        cells = []
+        for a, b in zip(ours, ref):
+            bold = "**" if a - b < -0.01 else ""
+            cells.append(f"{bold}{a:.3f} / {b:.3f} ({a - b:+.3f}){bold}")
         lines.append(f"| {name} | {trace.shape[0]} x {trace.shape[1]} | "
-                     f"{chosen_t(results['reference'])}, {results['reference']['fit_s']:.1f} | "
-                     f"{chosen_t(results['mphate'])}, {results['mphate']['fit_s']:.1f} | " + " | ".join(cells)
+                     f"{bench_panel.chosen_t(results['reference'])}, {results['reference']['fit_s']:.1f} | "
+                     f"{bench_panel.chosen_t(results['mphate'])}, {results['mphate']['fit_s']:.1f} | " + " | ".join(cells)
                      + f" | {min(diffs):+.3f} |")
         print("\n".join(lines), flush=True)
     print("\ncells: mphate / reference (difference); bold: more than 0.01 below the reference")
     return 0
-
-
-def chosen_t(res: dict):
-    import bench_panel
-
-    return bench_panel.chosen_t(res)
 
 
 if __name__ == "__main__":

@@ -26,10 +26,6 @@ import bench_panel  # noqa: E402
 import bench_reference as br  # noqa: E402
 import record_panel  # noqa: E402
 
-CELLS = [f"{'z' if space == 'normalized' else 'raw'} {kind} k{k}"
-         for space in br.SPACES for k in br.KS for kind in ("intra", "inter")]
-
-
 def differences(name: str, seed: int) -> tuple[list, dict]:
     path = record_panel.trace_path(name)
     with np.load(path) as f:
@@ -44,9 +40,8 @@ def differences(name: str, seed: int) -> tuple[list, dict]:
         results[method] = found[0] if found else br.run_method(method, path, tag, seed, 1800, None)
     if any(r["status"] != "ok" for r in results.values()):
         raise RuntimeError(f"{name} seed {seed}: " + "; ".join(r["status"] for r in results.values()))
-    scores = {m: br.preservation(r, trace) for m, r in results.items()}
-    diffs = [scores["mphate"][f"{space}/k={k}"][kind] - scores["reference"][f"{space}/k={k}"][kind]
-             for space in br.SPACES for k in br.KS for kind in ("intraslice", "interslice")]
+    ours, ref = (br.cells_of(br.preservation(results[m], trace)) for m in ("mphate", "reference"))
+    diffs = [a - b for a, b in zip(ours, ref)]
     return diffs, {m: bench_panel.chosen_t(r) for m, r in results.items()}
 
 
@@ -63,7 +58,7 @@ def main(argv=None):
             diffs, ts = differences(name, seed)
             worst = int(np.argmin(diffs))
             rows.append(f"| {record_panel.PANEL[name][0]} | {seed} | {ts['reference']} / {ts['mphate']} | "
-                        f"{'**' if diffs[worst] < -0.01 else ''}{diffs[worst]:+.3f} ({CELLS[worst]})"
+                        f"{'**' if diffs[worst] < -0.01 else ''}{diffs[worst]:+.3f} ({br.CELLS[worst]})"
                         f"{'**' if diffs[worst] < -0.01 else ''} | {sum(diffs):+.3f} |")
             print(rows[-1], flush=True)
     print("\n| run | seed | t reference / mphate | worst cell, mphate minus reference | sum of the 8 differences |")

@@ -23,15 +23,16 @@ import sys
 
 import numpy as np
 
+from mphate.embed.t_search import smallest_within
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+import bench_reference as br  # noqa: E402
 import holdout_runs  # noqa: E402
 import record_panel  # noqa: E402
 
 GRID = (6, 8, 12, 17, 25, 35, 50, 71, 100)
-CELLS = ("z intra k10", "z inter k10", "z intra k40", "z inter k40",
-         "raw intra k10", "raw inter k10", "raw intra k40", "raw inter k40")
 MARGIN = 0.01
 
 
@@ -46,29 +47,18 @@ def runs() -> dict:
     return {k: v for k, v in out.items() if os.path.exists(v[0]) and os.path.exists(v[1])}
 
 
-def eight(embedding, trace) -> list:
-    from mphate.metrics import neighbor_preservation
-
-    out = []
-    for space in ("normalized", "raw"):
-        for k in (10, 40):
-            scores = neighbor_preservation(embedding, trace, k, space=space)
-            out += [scores["intraslice"], scores["interslice"]]
-    return out
-
-
 def study(trace_path: str, reference_path: str) -> dict:
     from mphate import MPHATE
 
     with np.load(trace_path) as f:
         trace = np.asarray(f["trace"], dtype=np.float32)
     with np.load(reference_path) as f:
-        reference = eight(np.asarray(f["embedding"], dtype=np.float64), trace)
+        reference = br.preservation_cells(np.asarray(f["embedding"], dtype=np.float64), trace)
     est = MPHATE(random_state=0).fit(trace)
-    entry = {"reference": reference, "auto_t": int(est.t_), "auto": eight(est.embedding_, trace), "grid": {}}
+    entry = {"reference": reference, "auto_t": int(est.t_), "auto": br.preservation_cells(est.embedding_, trace), "grid": {}}
     for t in GRID:
         est.set_params(t=t).fit(trace)
-        entry["grid"][t] = eight(est.embedding_, trace)
+        entry["grid"][t] = br.preservation_cells(est.embedding_, trace)
     return entry
 
 
@@ -76,21 +66,27 @@ def worst(cells, reference) -> float:
     return float((np.asarray(cells) - np.asarray(reference)).min())
 
 
-def smallest_within(scores: dict, tie: float) -> int:
+def z10_sums(grid: dict) -> dict:
+    """{t: z intra + inter k10} of the grid's pictures (what the t search maximises)."""
+    return {t: cells[0] + cells[1] for t, cells in grid.items()}
+
+
+def median_of_flat_top(scores: dict, tie: float) -> int:
+    """The median t among those within ``tie`` of the best score."""
     top = max(scores.values())
-    return min(t for t, v in scores.items() if v >= top - tie)
+    flat = sorted(t for t, value in scores.items() if value >= top - tie)
+    return flat[len(flat) // 2]
 
 
 RULES = {  # name -> t from {t: cells} of the grid
     "largest z intra+inter k10, smallest t within 0.005 (the t search's rule)":
-        lambda g: smallest_within({t: c[0] + c[1] for t, c in g.items()}, 0.005),
+        lambda g: smallest_within(z10_sums(g), 0.005),
     "largest z intra+inter k10 and k40, smallest t within 0.005":
         lambda g: smallest_within({t: sum(c[:4]) for t, c in g.items()}, 0.005),
     "largest log(intra) + log(inter), z k10, smallest t within 0.01":
         lambda g: smallest_within({t: np.log(c[0]) + np.log(c[1]) for t, c in g.items()}, 0.01),
     "median t of those within 0.005 of the largest z intra+inter k10":
-        lambda g: sorted(t for t, c in g.items() if c[0] + c[1] >= max(d[0] + d[1] for d in g.values()) - 0.005)[
-            len([t for t, c in g.items() if c[0] + c[1] >= max(d[0] + d[1] for d in g.values()) - 0.005]) // 2],
+        lambda g: median_of_flat_top(z10_sums(g), 0.005),
 }
 
 

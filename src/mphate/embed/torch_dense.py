@@ -73,15 +73,18 @@ def potential(transition, gamma: float):
     return (2 / (1 - gamma)) * transition.pow(exponent)
 
 
+def _cross_distances(a, b):
+    """Euclidean distances from the rows of ``a`` (m, d) to those of ``b`` (n, d): (m, n) in
+    their dtype, by ``|a|^2 + |b|^2 - 2 a.b`` (clipped at 0 before the square root)."""
+    dist = a @ b.T
+    dist.mul_(-2.0).add_((a * a).sum(dim=1)[:, None]).add_((b * b).sum(dim=1)[None, :])
+    return dist.clamp_(min=0.0).sqrt_()
+
+
 def pairwise_distances(points):
     """Euclidean distances between rows of centred ``points`` (L, d): (L, L) float32, zero diagonal."""
     points = points.to(torch.float32)
-    sq = (points * points).sum(dim=1)
-    dist = points @ points.T
-    dist.mul_(-2.0).add_(sq[:, None]).add_(sq[None, :])
-    dist.clamp_(min=0.0).sqrt_()
-    dist.fill_diagonal_(0.0)
-    return dist
+    return _cross_distances(points, points).fill_diagonal_(0.0)
 
 
 def classical_mds(points, n_components: int, rng: np.random.Generator) -> np.ndarray:
@@ -122,9 +125,7 @@ def row_distances(points, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
     device = points.device
     picked = points[torch.as_tensor(rows, device=device)]
     column_rows = points[torch.as_tensor(columns, device=device)]
-    target = picked @ column_rows.T
-    target.mul_(-2.0).add_((picked * picked).sum(dim=1)[:, None]).add_((column_rows * column_rows).sum(dim=1)[None, :])
-    return target.clamp_(min=0.0).sqrt_().to(torch.float32).cpu().numpy()
+    return _cross_distances(picked, column_rows).to(torch.float32).cpu().numpy()
 
 
 def smacof(dissimilarities, init: np.ndarray, *, max_iter: int = 300, tol: float = 1e-3,
