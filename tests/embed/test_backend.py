@@ -61,11 +61,11 @@ def test_each_backend_is_deterministic_under_a_seed(digits, device):
     assert not np.allclose(first, other)
 
 
-def test_changing_the_device_reruns_only_the_dense_stages(digits):
+def test_changing_the_device_reruns_the_stages_after_the_kernel(digits):
     pytest.importorskip("torch")
     est = MPHATE(n_landmark=300, random_state=0).fit(digits)
     est.set_params(device="torch").fit(digits)
-    assert "eigendecomposition" in est.timings_ and "spectral coordinates" not in est.timings_
+    assert "spectral coordinates" in est.timings_ and "eigendecomposition" in est.timings_
     assert "kernel" not in est.timings_
 
 
@@ -114,3 +114,47 @@ def test_torch_classical_mds_and_row_distances_agree_with_numpy(shape):
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=atol)
     direct = np.linalg.norm(points[rows][:, None, :] - points[columns][None, :, :], axis=2)
     np.testing.assert_allclose(got, direct, rtol=1e-4, atol=atol)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_torch_landmark_stage_agrees_with_numpy(digits, stride):
+    # spectral coordinates (on every slice, and on every 2nd slice then spread along time) and
+    # the landmark operator, from the same kernel and the same generator
+    pytest.importorskip("torch")
+    from mphate.embed import kernel as kernel_mod, landmarks
+    from mphate.embed.backend import NUMPY, get_backend
+    from mphate.embed.normalize import zscore_units
+
+    kernel = kernel_mod.multislice_kernel(zscore_units(digits.data))
+    torch_backend = get_backend("torch")
+    expected = NUMPY.landmark_features(kernel, 20, np.random.default_rng(4), stride=stride, n_threads=1)
+    got = torch_backend.landmark_features(kernel, 20, np.random.default_rng(4), stride=stride, n_threads=1)
+    assert got.shape == expected.shape == (kernel.shape[0], 20) and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, atol=1e-3 * np.abs(expected).max())
+    labels = landmarks.cluster_landmarks(expected, 200, np.random.default_rng(5))
+    expected_op = NUMPY.landmark_operator(kernel, labels, n_threads=1)
+    got_op = torch_backend.landmark_operator(kernel, labels, n_threads=1)
+    symmetric = torch_backend.to_numpy(got_op.symmetric)
+    assert symmetric.shape == (200, 200)
+    np.testing.assert_allclose(symmetric, expected_op.symmetric, atol=1e-5)
+    np.testing.assert_allclose(got_op.scale, expected_op.scale, rtol=1e-5)
+    difference = got_op.point_to_landmark - expected_op.point_to_landmark
+    assert abs(difference).max() < 1e-6
+    np.testing.assert_allclose(np.asarray(got_op.point_to_landmark.sum(axis=1)).ravel(), 1.0, rtol=1e-5)
+
+
+def test_torch_landmark_stage_keeps_a_lean_kernel_on_the_host(digits):
+    pytest.importorskip("torch")
+    from mphate.embed import kernel as kernel_mod, landmarks
+    from mphate.embed.backend import NUMPY, get_backend
+    from mphate.embed.normalize import zscore_units
+
+    kernel = kernel_mod.multislice_kernel(zscore_units(digits.data), store_blocks=False)
+    torch_backend = get_backend("torch")
+    expected = NUMPY.landmark_features(kernel, 20, np.random.default_rng(4), stride=2, n_threads=1)
+    got = torch_backend.landmark_features(kernel, 20, np.random.default_rng(4), stride=2, n_threads=1)
+    np.testing.assert_array_equal(got, expected)
+    labels = landmarks.cluster_landmarks(expected, 200, np.random.default_rng(5))
+    got_op = torch_backend.landmark_operator(kernel, labels, n_threads=1)
+    assert isinstance(got_op.symmetric, np.ndarray)
+    np.testing.assert_array_equal(got_op.symmetric, NUMPY.landmark_operator(kernel, labels, n_threads=1).symmetric)

@@ -159,7 +159,7 @@ ESTIMATOR_OPTIONS = [
                     "threads; -1 all cores; 'none': one thread under 20,000 points, otherwise "
                     "the cores idle when the fit starts"),
     EstimatorOption("device", str, "DEVICE",
-                    "where the dense stages run: cpu (NumPy), torch (PyTorch on the CPU), cuda, "
+                    "where the stages after the kernel run: cpu (NumPy), torch (PyTorch on the CPU), cuda, "
                     "cuda:N or mps"),
 ]
 

@@ -1,23 +1,26 @@
-"""The array library of the dense stages, chosen once per fit.
+"""The array library of the stages after the kernel, chosen once per fit.
 
-The sparse stages (kernel, spectral coordinates, landmark clustering, landmark operator) run
-on NumPy/SciPy, whose sparse kernels have no equal on the CPU. The dense stages that follow
-(eigendecomposition, the power ``P^t``, the potential, distances, SMACOF) work on
-``n_landmark x n_landmark`` arrays and are the part a GPU speeds up. They reach their array
-library only through a backend, which :func:`get_backend` picks once from the estimator's
-``device`` parameter: :class:`NumpyBackend` for ``"cpu"``, :class:`TorchBackend` (PyTorch, an
-optional extra) for ``"cuda"``, ``"mps"`` or ``"torch"`` (PyTorch on the CPU, how CI checks
-the torch path). The stages call the backend's operations and never branch on it.
+The kernel itself (nearest neighbours, bandwidths, affinities) and the k-means behind the
+landmarks run on NumPy/SciPy. The products with the kernel (spectral coordinates, the landmark
+operator) and the dense stages after them (eigendecomposition, the power ``P^t``, the
+potential, distances, SMACOF, on ``n_landmark x n_landmark`` arrays) are the part a GPU speeds
+up. They reach their array library only through a backend, which :func:`get_backend` picks
+once from the estimator's ``device`` parameter: :class:`NumpyBackend` for ``"cpu"``,
+:class:`TorchBackend` (PyTorch, an optional extra) for ``"cuda"``, ``"mps"`` or ``"torch"``
+(PyTorch on the CPU, how CI checks the torch path). The stages call the backend's operations
+and never branch on it.
 
 Every backend offers the same operations; arrays between them stay on the device, and
-:meth:`to_numpy` brings a result home. What comes home is small: layouts (L, n_components)
-and the t search's landmark-to-anchor distances (L, a), never an (L, L) array.
+:meth:`to_numpy` brings a result home. What comes home is small: the spectral coordinates
+(N, n_svd) once for the k-means, the point-to-landmark transitions (sparse), layouts
+(L, n_components) and the t search's landmark-to-anchor distances (L, a), never an (L, L) array.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from mphate.embed import diffusion, mds
+from mphate.embed import diffusion, landmarks, mds
+from mphate.embed.kernel import MultisliceKernel
 
 DEVICES = ("cpu", "torch", "cuda", "mps")
 
@@ -27,6 +30,16 @@ class NumpyBackend:
 
     name = "numpy"
     device = "cpu"
+
+    def landmark_features(self, kernel, n_components: int, rng: np.random.Generator, *, stride, n_threads: int):
+        """Spectral coordinates of every point (:func:`mphate.embed.landmarks.landmark_features`):
+        NumPy float32 (N, n_components). The kernel works on its own ``n_threads``."""
+        return landmarks.landmark_features(kernel, n_components, rng, stride=stride)
+
+    def landmark_operator(self, kernel, labels: np.ndarray, *, n_threads: int):
+        """:func:`mphate.embed.landmarks.landmark_operator`; its ``symmetric`` (L, L) is on the
+        backend, ``point_to_landmark`` a SciPy CSR matrix and ``scale`` NumPy on every backend."""
+        return landmarks.landmark_operator(kernel, labels, n_threads=n_threads)
 
     def spectral_decomposition(self, symmetric: np.ndarray, scale: np.ndarray):
         """Eigendecomposition of ``C^-1/2 S C^1/2`` from ``S`` (L, L) and ``C`` (L,).
@@ -97,6 +110,27 @@ class TorchBackend:
 
         self.device = device
         self._ops = torch_dense
+
+    @staticmethod
+    def _kernel_fits_the_device(kernel) -> bool:
+        # a lean kernel recomputes its blocks on every product: that stays on the host
+        return isinstance(kernel, MultisliceKernel) and not kernel.lean
+
+    def landmark_features(self, kernel, n_components, rng, *, stride, n_threads):
+        if not self._kernel_fits_the_device(kernel):
+            return NUMPY.landmark_features(kernel, n_components, rng, stride=stride, n_threads=n_threads)
+        return self._landmark_ops().landmark_features(kernel, n_components, rng, self.device, stride=stride)
+
+    def landmark_operator(self, kernel, labels, *, n_threads):
+        if not self._kernel_fits_the_device(kernel):
+            return NUMPY.landmark_operator(kernel, labels, n_threads=n_threads)
+        return self._landmark_ops().landmark_operator(kernel, labels, self.device)
+
+    @staticmethod
+    def _landmark_ops():
+        from mphate.embed import torch_landmarks
+
+        return torch_landmarks
 
     def spectral_decomposition(self, symmetric, scale):
         return self._ops.TorchSpectralDecomposition(symmetric, scale, self.device)

@@ -16,8 +16,8 @@ A flattened baseline swaps the first stage (:class:`mphate.embed.flat.FlatKernel
 runs the same others.
 
 Caching rule (the one place it is stated): every stage has a **key**, its own parameters
-(plus the seed, for stages that draw random numbers, and the backend, for the dense
-stages) appended to the key of the stage before it; the first stage's key starts with a
+(plus the seed, for stages that draw random numbers, and the backend, for the stages
+that run on it) appended to the key of the stage before it; the first stage's key starts with a
 fingerprint of the trace. :func:`run_pipeline` skips a stage whose key equals the key its
 outputs were computed with, and reruns it and every stage after it otherwise. So, on refit
 with the same trace:
@@ -26,8 +26,7 @@ with the same trace:
 parameter changed                                           stages rerun
 ==========================================================  ==============================
 the trace, intraslice_knn, interslice_knn, decay, normalize  all
-n_landmark, n_svd, spectral_stride, random_state             landmarks onwards
-device                                                      spectrum onwards
+n_landmark, n_svd, spectral_stride, random_state, device     landmarks onwards
 t, t_max                                                    diffusion time onwards
 gamma, n_components, mds, mds_max_iter, mds_tol             embedding (diffusion time onwards
                                                             under t="auto", which scores
@@ -104,7 +103,7 @@ class Resources:
     rngs : dict of str -> numpy.random.Generator
         One independent generator per stage name (:func:`mphate.runtime.stage_generators`).
     backend : NumpyBackend or TorchBackend
-        Array library of the dense stages (:mod:`mphate.embed.backend`).
+        Array library of the stages after the kernel (:mod:`mphate.embed.backend`).
     log : StageLog
     """
 
@@ -168,12 +167,12 @@ class Stage:
     """One step of the pipeline: ``params`` in, outputs written to the state.
 
     Subclasses set ``name``, ``random`` (draws random numbers: the seed joins the key) and
-    ``dense`` (runs on the backend: the backend joins the key), and implement :meth:`run`.
+    ``on_backend`` (runs on the backend: the backend joins the key), and implement :meth:`run`.
     """
 
     name = "stage"
     random = False
-    dense = False
+    on_backend = False
 
     def __init__(self, **params):
         self.params = params
@@ -182,7 +181,7 @@ class Stage:
         key = (self.name, tuple(sorted((k, _hashable(v)) for k, v in self.params.items())))
         if self.random:
             key += (("seed", seed),)
-        if self.dense:
+        if self.on_backend:
             key += (("backend", str(backend)),)
         return key
 
@@ -263,9 +262,10 @@ class LandmarkStage(Stage):
 
     name = "landmarks"
     random = True
+    on_backend = True  # the products with the kernel run on it
 
     def run(self, state, res):
-        p, kernel = self.params, state.kernel
+        p, kernel, backend = self.params, state.kernel, res.backend
         kernel.n_threads = res.n_threads  # a cached kernel works on this fit's threads
         if p["n_landmark"] is None or kernel.shape[0] <= p["n_landmark"]:
             with res.log.step("diffusion operator (all points)"):
@@ -273,21 +273,22 @@ class LandmarkStage(Stage):
             return
         rng = res.rng(self.name)
         with res.log.step("spectral coordinates"):
-            coords = landmarks.landmark_features(kernel, p["n_svd"], rng, stride=p["stride"])
+            coords = backend.landmark_features(kernel, p["n_svd"], rng, stride=p["stride"],
+                                               n_threads=res.n_threads)
         seeding = landmarks.landmark_seeding(kernel.shape[0], p["n_landmark"])
         with res.log.step("landmark clustering"):
             labels = landmarks.cluster_landmarks(coords, p["n_landmark"], rng, n_threads=res.n_threads,
                                                  seeding=seeding)
             del coords
         with res.log.step("landmark operator"):
-            state.operator = landmarks.landmark_operator(kernel, labels, n_threads=res.n_threads)
+            state.operator = backend.landmark_operator(kernel, labels, n_threads=res.n_threads)
 
 
 class SpectrumStage(Stage):
     """Eigendecompose the landmark operator (its symmetric conjugate, freed afterwards)."""
 
     name = "spectrum"
-    dense = True
+    on_backend = True
 
     def run(self, state, res):
         operator = state.operator
@@ -311,7 +312,7 @@ class DiffusionTimeStage(Stage):
 
     name = "diffusion time"
     random = True
-    dense = True
+    on_backend = True
 
     def run(self, state, res):
         p = self.params
@@ -437,7 +438,7 @@ class EmbeddingStage(Stage):
 
     name = "embedding"
     random = True
-    dense = True
+    on_backend = True
 
     def run(self, state, res):
         drawn = state.search_layout

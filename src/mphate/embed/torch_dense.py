@@ -27,10 +27,13 @@ class TorchSpectralDecomposition:
     scale : torch.Tensor, shape (L,), float64
     """
 
-    def __init__(self, symmetric: np.ndarray, scale: np.ndarray, device: str):
+    def __init__(self, symmetric, scale: np.ndarray, device: str):
         n = symmetric.shape[0]
         dtype = torch.float32 if n >= SINGLE_PRECISION_FROM else torch.float64
-        matrix = torch.as_tensor(np.asarray(symmetric), device=device).to(dtype)
+        # the torch landmark operator leaves it on the device; a host array is copied over
+        source = symmetric if torch.is_tensor(symmetric) else torch.as_tensor(np.asarray(symmetric))
+        matrix = source.to(device=device, dtype=dtype)
+        del source
         # eigh reads one triangle; rounding may leave the other a hair off
         eigenvalues, eigenvectors = torch.linalg.eigh(matrix)
         del matrix

@@ -1,0 +1,281 @@
+"""The landmark stage's two products-with-the-kernel steps in PyTorch, for
+:class:`mphate.embed.backend.TorchBackend`.
+
+Spectral coordinates (:func:`mphate.embed.landmarks.landmark_features`) and the landmark
+operator (:func:`mphate.embed.landmarks.landmark_operator`) are products of the multislice
+kernel with blocks of vectors: a block-diagonal sparse intraslice part and, per unit, a dense
+``n_slices x n_slices`` interslice block. On a GPU both are a sparse product and one batched
+matrix product. Each function here mirrors its NumPy twin step for step (same random draws
+from the same generator, same precisions, same Chebyshev filter, same dropped entries), so the
+two give the same coordinates and operator up to rounding; ``tests/embed/test_backend.py``
+checks it. The k-means between them stays on the host: it works on the (N, n_svd) coordinates,
+which come home once.
+
+Only kernels in stored mode come to the device: a lean kernel (interslice blocks over 2 GB)
+recomputes its blocks on every product, on the host.
+
+Imported only when a torch device is asked for.
+"""
+from __future__ import annotations
+
+import warnings
+from contextlib import contextmanager
+
+import numpy as np
+import scipy.sparse as sp
+
+from mphate.embed.landmarks import (LANDMARK_DROP_BELOW, LandmarkOperator, effective_stride)
+from mphate.optional import require
+
+torch = require("torch", "MPHATE(device=...) other than 'cpu'")
+
+@contextmanager
+def _quiet_sparse():
+    """Silence torch's notice that sparse CSR support is in beta (what is used here works)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+        yield
+
+
+class DeviceKernel:
+    """A stored multislice kernel's two parts on a device.
+
+    Attributes
+    ----------
+    n_slices, n_units : int
+    intraslice : torch sparse CSR tensor, shape (N, N), float32
+    blocks : torch.Tensor, shape (n_units, n_slices, n_slices), float32
+        Interslice blocks (zero diagonals).
+    """
+
+    def __init__(self, n_slices: int, n_units: int, intraslice, blocks):
+        self.n_slices, self.n_units = n_slices, n_units
+        self.intraslice = intraslice
+        self.blocks = blocks
+        self._degrees = None
+
+    @classmethod
+    def from_kernel(cls, kernel, device) -> "DeviceKernel":
+        """Copy a stored :class:`~mphate.embed.kernel.MultisliceKernel` to ``device``."""
+        intra = kernel.intraslice.astype(np.float32).tocsr()
+        intra.sort_indices()
+        with _quiet_sparse():
+            intraslice = torch.sparse_csr_tensor(
+                torch.as_tensor(intra.indptr.astype(np.int64)), torch.as_tensor(intra.indices.astype(np.int64)),
+                torch.as_tensor(intra.data), size=intra.shape, dtype=torch.float32, device=device,
+                check_invariants=False)  # built from a sorted SciPy CSR matrix
+        blocks = torch.as_tensor(kernel._blocks, device=device)
+        return cls(kernel.n_slices, kernel.n_units, intraslice, blocks)
+
+    @property
+    def shape(self):
+        n = self.n_slices * self.n_units
+        return (n, n)
+
+    def degrees(self):
+        """Row sums, shape (N,), float64."""
+        if self._degrees is None:
+            ones = torch.ones((self.shape[0], 1), dtype=torch.float32, device=self.blocks.device)
+            deg = (self.intraslice @ ones)[:, 0].double()
+            deg += self.blocks.sum(dim=2, dtype=torch.float64).T.reshape(-1)
+            self._degrees = deg
+        return self._degrees
+
+    def matmat(self, vectors, scale=None):
+        """``K v`` or ``S K S v`` with ``S = diag(scale)``: vectors (N, m) -> (N, m) float32."""
+        if scale is not None:
+            vectors = vectors * scale[:, None]
+        out = self.intraslice @ vectors
+        m = vectors.shape[1]
+        unit_major = vectors.reshape(self.n_slices, self.n_units, m).transpose(0, 1)
+        out.view(self.n_slices, self.n_units, m).add_(torch.bmm(self.blocks, unit_major).transpose(0, 1))
+        if scale is not None:
+            out *= scale[:, None]
+        return out
+
+    def subsample_slices(self, slices: np.ndarray) -> "DeviceKernel":
+        """The induced subgraph on some slices (:meth:`MultisliceKernel.subsample_slices`)."""
+        index = torch.as_tensor(slices, device=self.blocks.device)
+        blocks = self.blocks.index_select(1, index).index_select(2, index).contiguous()
+        # the intraslice blocks of the chosen slices, renumbered: point (s, u) -> (new s, u)
+        n_units = self.n_units
+        rows = torch.as_tensor(
+            (np.asarray(slices)[:, None] * n_units + np.arange(n_units)[None, :]).ravel(), device=index.device)
+        intra = self.intraslice.to_sparse_coo().coalesce()
+        position = torch.full((self.shape[0],), -1, dtype=torch.int64, device=index.device)
+        position[rows] = torch.arange(len(rows), device=index.device)
+        r, c = intra.indices()
+        new_r, new_c = position[r], position[c]
+        keep = (new_r >= 0) & (new_c >= 0)
+        n_sub = len(rows)
+        coo = torch.sparse_coo_tensor(torch.stack([new_r[keep], new_c[keep]]), intra.values()[keep],
+                                      size=(n_sub, n_sub), check_invariants=False).coalesce()
+        with _quiet_sparse():
+            return DeviceKernel(len(slices), n_units, coo.to_sparse_csr(), blocks)
+
+    def interpolate_from_slices(self, slices: np.ndarray, values):
+        """:meth:`MultisliceKernel.interpolate_from_slices` on the device: values
+        (n_given, n_units, m) -> (n_slices, n_units, m) float32."""
+        device = self.blocks.device
+        given = torch.as_tensor(slices, device=device)
+        weights = self.blocks.index_select(2, given)  # (n_units, n_slices, n_given), a copy
+        weights[:, given, torch.arange(len(slices), device=device)] = 1.0  # self links
+        total = weights.sum(dim=2, keepdim=True)
+        lonely = total[:, :, 0] <= 0
+        if bool(lonely.any()):
+            b, r = torch.nonzero(lonely, as_tuple=True)
+            nearest = (given[None, :] - r[:, None]).abs().argmin(dim=1)
+            weights[b, r, nearest] = 1.0
+            total[b, r, 0] = 1.0
+        weights /= total
+        unit_values = values.transpose(0, 1)  # (n_units, n_given, m)
+        return torch.bmm(weights, unit_values).transpose(0, 1)
+
+
+def spectral_features(kernel: DeviceKernel, n_components: int, rng: np.random.Generator,
+                      n_rounds: int = 2, degree: int = 6):
+    """:func:`mphate.embed.landmarks.spectral_features` on a device: (N, n_components) float32."""
+    n = kernel.shape[0]
+    device = kernel.blocks.device
+    n_components = min(n_components, n - 2)
+    block = min(n, n_components + 1 + 10)
+    inv_sqrt_deg = (1.0 / kernel.degrees().sqrt()).to(torch.float32)
+
+    def normalised(x):
+        return kernel.matmat(x, scale=inv_sqrt_deg)
+
+    start = rng.random((n, block), dtype=np.float32)  # the NumPy path's draw
+    basis = torch.as_tensor(start, device=device) - 0.5
+    del start
+    basis = _orthonormalize(basis)
+    applied = normalised(basis)
+    cutoff = 0.5
+    for _ in range(n_rounds):
+        centre, half_width = (cutoff - 1.0) / 2, (cutoff + 1.0) / 2
+        previous, current = basis, (applied - centre * basis) / half_width
+        for _ in range(2, degree + 1):
+            following = (2.0 / half_width) * (normalised(current) - centre * current) - previous
+            previous, current = current, following
+        basis = _orthonormalize(current)
+        del previous, current
+        applied = normalised(basis)
+        ritz_values, basis, applied = _rotate_to_ritz_vectors(basis, applied)
+        cutoff = float(np.clip(ritz_values[-1], 0.0, 0.999))
+    keep = slice(1, n_components + 1)  # drop the trivial (constant) eigenvector
+    magnitudes = torch.as_tensor(np.abs(ritz_values[keep]), dtype=torch.float32, device=device)
+    return basis[:, keep] * inv_sqrt_deg[:, None] * magnitudes
+
+
+def _rotate_to_ritz_vectors(basis, applied):
+    small = (basis.T @ applied).double().cpu().numpy()
+    ritz_values, ritz_vectors = np.linalg.eigh((small + small.T) / 2)
+    order = np.argsort(ritz_values)[::-1]
+    ritz_values = ritz_values[order]
+    rotation = torch.as_tensor(ritz_vectors[:, order].astype(np.float32), device=basis.device)
+    return ritz_values, basis @ rotation, applied @ rotation
+
+
+def _orthonormalize(vectors):
+    """:func:`mphate.embed.landmarks._orthonormalize` (Cholesky QR twice) on a device."""
+    source = vectors
+    for _ in range(2):
+        gram = (source.T @ source).double()
+        gram += torch.eye(len(gram), dtype=gram.dtype, device=gram.device) * (
+            1e-10 * torch.trace(gram) / len(gram) + 1e-30)
+        upper_factor, info = torch.linalg.cholesky_ex(gram)
+        if int(info) != 0:  # numerically rank-deficient block: Householder QR copes
+            return torch.linalg.qr(source.double()).Q.to(torch.float32)
+        inv_upper = torch.linalg.inv(upper_factor).T
+        source = source @ inv_upper.to(torch.float32)
+    return source
+
+
+def landmark_features(host_kernel, n_components: int, rng: np.random.Generator, device, stride=1) -> np.ndarray:
+    """:func:`mphate.embed.landmarks.landmark_features` on a device, for a stored kernel:
+    NumPy float32 (N, n_components) (the k-means that follows runs on the host)."""
+    kernel = DeviceKernel.from_kernel(host_kernel, device)
+    stride = effective_stride(stride, kernel.n_slices, kernel.n_units) if stride != 1 else 1
+    if stride == 1:
+        coords = spectral_features(kernel, n_components, rng)
+    else:
+        slices = np.arange(0, kernel.n_slices, stride)
+        sub = kernel.subsample_slices(slices)
+        coords = spectral_features(sub, n_components, rng)
+        del sub
+        coords = kernel.interpolate_from_slices(slices, coords.reshape(len(slices), kernel.n_units, -1))
+        coords = coords.reshape(kernel.shape[0], -1)
+    return coords.cpu().numpy()
+
+
+def _aggregate(kernel: DeviceKernel, labels, n_groups: int):
+    """``W = K @ onehot(labels)`` as coalesced COO (rows sorted), shape (N, n_groups), float32."""
+    device = labels.device
+    n_slices, n_units = kernel.n_slices, kernel.n_units
+    intra = kernel.intraslice
+    counts = intra.crow_indices().diff()
+    intra_rows = torch.repeat_interleave(torch.arange(len(counts), device=device), counts)
+    rows = [intra_rows]
+    cols = [labels[intra.col_indices()]]
+    vals = [intra.values()]
+    # interslice: block entry (u, s, s') adds to W[(s, u), label(s', u)]
+    unit, s_from, s_to = torch.nonzero(kernel.blocks, as_tuple=True)
+    rows.append(s_from * n_units + unit)
+    cols.append(labels[s_to * n_units + unit])
+    vals.append(kernel.blocks[unit, s_from, s_to])
+    del unit, s_from, s_to
+    affinity = torch.sparse_coo_tensor(torch.stack([torch.cat(rows), torch.cat(cols)]), torch.cat(vals),
+                                       size=(n_slices * n_units, n_groups), check_invariants=False)
+    return affinity.coalesce()
+
+
+def landmark_operator(host_kernel, labels: np.ndarray, device,
+                      drop_below: float = LANDMARK_DROP_BELOW) -> LandmarkOperator:
+    """:func:`mphate.embed.landmarks.landmark_operator` on a device, for a stored kernel.
+
+    ``symmetric`` (L, L) stays on the device (the eigendecomposition that follows runs there);
+    ``point_to_landmark`` comes home as CSR (the t search and the embedding map layouts with it),
+    ``scale`` as NumPy.
+    """
+    kernel = DeviceKernel.from_kernel(host_kernel, device)
+    n = kernel.shape[0]
+    n_groups = int(labels.max()) + 1
+    affinity = _aggregate(kernel, torch.as_tensor(labels, device=device), n_groups)
+    del kernel
+    rows, cols = affinity.indices()
+    vals = affinity.values()
+    del affinity
+    if drop_below > 0 and len(vals):
+        row_max = torch.zeros(n, dtype=vals.dtype, device=device).scatter_reduce_(0, rows, vals, "amax")
+        keep = vals >= row_max[rows] * drop_below
+        rows, cols, vals = rows[keep], cols[keep], vals[keep]
+    degrees = torch.zeros(n, dtype=torch.float64, device=device).index_add_(0, rows, vals.double())
+    scale = torch.zeros(n_groups, dtype=torch.float64, device=device).index_add_(0, cols, vals.double())
+    # B = D^-1/2 W; G = B^T B
+    inv_sqrt_degrees = (1.0 / degrees.sqrt()).to(torch.float32)
+    halfway = vals * inv_sqrt_degrees[rows]
+    symmetric = _gram_of_rows(rows, cols, halfway, n, n_groups)
+    inv_sqrt_scale = (1.0 / scale.sqrt()).to(torch.float32)
+    symmetric *= inv_sqrt_scale[:, None]
+    symmetric *= inv_sqrt_scale[None, :]
+    # P_nm = D^-1 W, home as CSR (rows are sorted: the COO was coalesced)
+    transition = (halfway * inv_sqrt_degrees[rows]).cpu().numpy()
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(torch.bincount(rows, minlength=n).cpu().numpy(), out=indptr[1:])
+    point_to_landmark = sp.csr_matrix((transition, cols.cpu().numpy().astype(np.int32), indptr),
+                                      shape=(n, n_groups))
+    return LandmarkOperator(labels, point_to_landmark, symmetric, scale.cpu().numpy())
+
+
+def _gram_of_rows(rows, cols, vals, n_rows: int, n_columns: int):
+    """``B^T B``, shape (n_columns, n_columns) float32, for B (n_rows, n_columns) given as COO
+    entries: one sparse-sparse product (cuSPARSE on a GPU, MKL on the CPU), made dense."""
+    entries = torch.stack([rows, cols])
+    with _quiet_sparse():
+        return _sparse_gram(entries, vals, n_rows, n_columns)
+
+
+def _sparse_gram(entries, vals, n_rows, n_columns):
+    halfway = torch.sparse_coo_tensor(entries, vals, size=(n_rows, n_columns), check_invariants=False).coalesce().to_sparse_csr()
+    halfway_t = torch.sparse_coo_tensor(entries.flip(0), vals, size=(n_columns, n_rows),
+                                        check_invariants=False).coalesce().to_sparse_csr()
+    return (halfway_t @ halfway).to_dense()
