@@ -19,7 +19,8 @@ Traces: ``--trace`` (default benchmarks/data/digits_trace.npz, the 300 x 384 run
 record_digits_trace.py, recorded if missing) and, with ``--sizes``, the scaling table's wider
 runs, recorded by record_digits_trace.py where missing (their CPU fits are skipped with
 ``--gpu-only-sizes``: a 1,000 x 2,048 CPU fit takes minutes).
-Writes OUT/bench_gpu.json and OUT/bench_gpu.md.
+Writes OUT/bench_gpu.json and OUT/bench_gpu.md, and OUT/bench_gpu_profile.txt: one more fit of
+the first trace under torch's profiler (device ops) and cProfile (host calls).
 """
 from __future__ import annotations
 
@@ -120,6 +121,35 @@ def compare(trace: np.ndarray, name: str, device: str, seed: int, repeats: int, 
     return row
 
 
+def profile_fit(trace: np.ndarray, device: str, seed: int, path: str) -> None:
+    """One more fit under torch's profiler and cProfile, written to ``path``: where the time of
+    a fit goes, op by op on the device and call by call on the host, so that one device run
+    says what to move or fuse next."""
+    import cProfile
+    import io
+    import pstats
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    on_gpu = device.startswith("cuda")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
+    host = cProfile.Profile()
+    with profile(activities=activities) as prof:
+        host.enable()
+        fit(trace, device, seed)
+        host.disable()
+    sort = "self_device_time_total" if on_gpu else "self_cpu_time_total"
+    calls = io.StringIO()
+    pstats.Stats(host, stream=calls).sort_stats("cumulative").print_stats(40)
+    with open(path, "w") as f:
+        f.write(f"torch {torch.__version__}, device {device}: ops by {sort}\n\n")
+        f.write(prof.key_averages().table(sort_by=sort, row_limit=30))
+        f.write("\n\nHost calls (cProfile, cumulative):\n")
+        f.write(calls.getvalue())
+    print(f"  profile of one more fit: {path}", flush=True)
+
+
 def markdown(rows: list, header: str) -> str:
     lines = [header, "",
              "| trace | cpu s | gpu s (each run) | speed-up | t cpu / gpu | largest preservation difference | agrees | goal |",
@@ -160,6 +190,8 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=2, help="timed GPU fits per trace")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=os.path.join(HERE, "out"))
+    ap.add_argument("--no-profile", action="store_true",
+                    help="skip the profiled fit of the first trace (OUT/bench_gpu_profile.txt)")
     args = ap.parse_args(argv)
 
     from mphate.embed.backend import get_backend
@@ -178,6 +210,9 @@ def main(argv=None):
         trace = load(path)
         print(f"{os.path.basename(path)} {trace.shape}", flush=True)
         rows.append(compare(trace, os.path.basename(path), args.device, args.seed, args.repeats, cpu))
+        if not args.no_profile and len(rows) == 1:
+            os.makedirs(args.out, exist_ok=True)
+            profile_fit(trace, args.device, args.seed, os.path.join(args.out, "bench_gpu_profile.txt"))
 
     header = (f"Measured {time.strftime('%Y-%m-%d %H:%M')} by `benchmarks/bench_gpu.py --device {args.device}"
               f"{' --sizes ' + args.sizes if args.sizes else ''}` in {time.perf_counter() - started:.0f} s on "
