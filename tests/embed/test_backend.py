@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.metrics import adjusted_rand_score
 
 from mphate.embed.estimator import MPHATE
 from mphate.metrics import neighbor_preservation
@@ -52,12 +53,25 @@ def test_each_backend_meets_the_floor_and_matches_numpy(digits, numpy_results, d
         np.testing.assert_array_equal(emb, reference_emb)  # the trace is float32 already
 
 
+def test_torch_matches_numpy_when_every_landmark_step_runs_on_it(digits):
+    # 200 landmarks: 7.2 points each, so the k-means starts from random points and runs on
+    # torch too (at 300 it starts from k-means++ seeding, on the host)
+    pytest.importorskip("torch")
+    fits = {device: MPHATE(n_landmark=200, random_state=0, device=device).fit(digits) for device in ("cpu", "torch")}
+    assert fits["torch"].t_ == fits["cpu"].t_
+    scores = {device: neighbor_preservation(est.embedding_, digits, k=10) for device, est in fits.items()}
+    for kind, floor in FLOORS.items():
+        assert scores["torch"][kind] >= floor, scores
+        assert abs(scores["torch"][kind] - scores["cpu"][kind]) <= 0.005, scores
+
+
 @pytest.mark.parametrize("device", BACKENDS)
-def test_each_backend_is_deterministic_under_a_seed(digits, device):
-    first = MPHATE(n_landmark=300, random_state=3, device=device).fit_transform(digits)
-    second = MPHATE(n_landmark=300, random_state=3, device=device).fit_transform(digits)
+@pytest.mark.parametrize("n_landmark", [300, 200])  # k-means++ / random seeding of the landmarks
+def test_each_backend_is_deterministic_under_a_seed(digits, device, n_landmark):
+    first = MPHATE(n_landmark=n_landmark, random_state=3, device=device).fit_transform(digits)
+    second = MPHATE(n_landmark=n_landmark, random_state=3, device=device).fit_transform(digits)
     np.testing.assert_array_equal(first, second)
-    other = MPHATE(n_landmark=300, random_state=4, device=device).fit_transform(digits)
+    other = MPHATE(n_landmark=n_landmark, random_state=4, device=device).fit_transform(digits)
     assert not np.allclose(first, other)
 
 
@@ -121,7 +135,7 @@ def test_torch_landmark_stage_agrees_with_numpy(digits, stride):
     # spectral coordinates (on every slice, and on every 2nd slice then spread along time) and
     # the landmark operator, from the same kernel and the same generator
     pytest.importorskip("torch")
-    from mphate.embed import kernel as kernel_mod, landmarks
+    from mphate.embed import kernel as kernel_mod
     from mphate.embed.backend import NUMPY, get_backend
     from mphate.embed.normalize import zscore_units
 
@@ -129,9 +143,10 @@ def test_torch_landmark_stage_agrees_with_numpy(digits, stride):
     torch_backend = get_backend("torch")
     expected = NUMPY.landmark_features(kernel, 20, np.random.default_rng(4), stride=stride, n_threads=1)
     got = torch_backend.landmark_features(kernel, 20, np.random.default_rng(4), stride=stride, n_threads=1)
+    got = torch_backend.to_numpy(got)
     assert got.shape == expected.shape == (kernel.shape[0], 20) and got.dtype == np.float32
     np.testing.assert_allclose(got, expected, atol=1e-3 * np.abs(expected).max())
-    labels = landmarks.cluster_landmarks(expected, 200, np.random.default_rng(5))
+    labels = NUMPY.cluster_landmarks(expected, 200, np.random.default_rng(5), n_threads=1, seeding="random")
     expected_op = NUMPY.landmark_operator(kernel, labels, n_threads=1)
     got_op = torch_backend.landmark_operator(kernel, labels, n_threads=1)
     symmetric = torch_backend.to_numpy(got_op.symmetric)
@@ -141,6 +156,26 @@ def test_torch_landmark_stage_agrees_with_numpy(digits, stride):
     difference = got_op.point_to_landmark - expected_op.point_to_landmark
     assert abs(difference).max() < 1e-6
     np.testing.assert_allclose(np.asarray(got_op.point_to_landmark.sum(axis=1)).ravel(), 1.0, rtol=1e-5)
+
+
+def test_torch_kmeans_agrees_with_numpy(digits):
+    # random seeding (7.2 points per landmark): the coarse groups' k-means run batched on torch.
+    # Spectral coordinates on every slice: those spread from every 2nd slice hold exact
+    # duplicates, whose ties rounding breaks either way (there the partitions agreed to an
+    # adjusted Rand index of 0.94, as good a grouping but not the same)
+    pytest.importorskip("torch")
+    from mphate.embed import kernel as kernel_mod
+    from mphate.embed.backend import NUMPY, get_backend
+    from mphate.embed.normalize import zscore_units
+
+    kernel = kernel_mod.multislice_kernel(zscore_units(digits.data))
+    features = NUMPY.landmark_features(kernel, 20, np.random.default_rng(4), stride=1, n_threads=1)
+    expected = NUMPY.cluster_landmarks(features, 200, np.random.default_rng(5), n_threads=1, seeding="random")
+    got = get_backend("torch").cluster_landmarks(features, 200, np.random.default_rng(5), n_threads=1,
+                                                 seeding="random")
+    assert got.shape == expected.shape and got.dtype == np.int64
+    assert got.max() + 1 == expected.max() + 1 == len(np.unique(got))
+    assert adjusted_rand_score(expected, got) > 0.99
 
 
 def test_torch_landmark_stage_keeps_a_lean_kernel_on_the_host(digits):
@@ -158,3 +193,21 @@ def test_torch_landmark_stage_keeps_a_lean_kernel_on_the_host(digits):
     got_op = torch_backend.landmark_operator(kernel, labels, n_threads=1)
     assert isinstance(got_op.symmetric, np.ndarray)
     np.testing.assert_array_equal(got_op.symmetric, NUMPY.landmark_operator(kernel, labels, n_threads=1).symmetric)
+
+
+@pytest.mark.parametrize("n_features", [2, 40])
+def test_torch_nearest_neighbors_agree_with_numpy(n_features):
+    # the t search's scores: an embedding's 2-D unit histories sit close together far from the
+    # origin (where float32 |x|^2 + |y|^2 - 2 x.y rounding would reorder the neighbours)
+    pytest.importorskip("torch")
+    from mphate.embed.backend import NUMPY, get_backend
+
+    rng = np.random.default_rng(3)
+    points = rng.normal(size=(6, 120, n_features))
+    if n_features == 2:
+        points = 50.0 + 0.01 * points
+    expected = NUMPY.nearest_neighbors(points, 10)
+    got = get_backend("torch").nearest_neighbors(points, 10)
+    assert got.shape == expected.shape == (6, 120, 10)
+    assert not (got == np.arange(120)[None, :, None]).any()  # never a point itself
+    np.testing.assert_array_equal(np.sort(got, axis=2), np.sort(expected, axis=2))

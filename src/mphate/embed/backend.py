@@ -1,8 +1,8 @@
 """The array library of the stages after the kernel, chosen once per fit.
 
-The kernel itself (nearest neighbours, bandwidths, affinities) and the k-means behind the
-landmarks run on NumPy/SciPy. The products with the kernel (spectral coordinates, the landmark
-operator) and the dense stages after them (eigendecomposition, the power ``P^t``, the
+The kernel itself (nearest neighbours, bandwidths, affinities) is built on NumPy/SciPy. The
+landmark stage (spectral coordinates, the k-means, the landmark operator) and the dense stages
+after it (eigendecomposition, the power ``P^t``, the
 potential, distances, SMACOF, on ``n_landmark x n_landmark`` arrays) are the part a GPU speeds
 up. They reach their array library only through a backend, which :func:`get_backend` picks
 once from the estimator's ``device`` parameter: :class:`NumpyBackend` for ``"cpu"``,
@@ -11,15 +11,15 @@ once from the estimator's ``device`` parameter: :class:`NumpyBackend` for ``"cpu
 and never branch on it.
 
 Every backend offers the same operations; arrays between them stay on the device, and
-:meth:`to_numpy` brings a result home. What comes home is small: the spectral coordinates
-(N, n_svd) once for the k-means, the point-to-landmark transitions (sparse), layouts
-(L, n_components) and the t search's landmark-to-anchor distances (L, a), never an (L, L) array.
+:meth:`to_numpy` brings a result home. What comes home is small: labels (N,), the
+point-to-landmark transitions (sparse), layouts (L, n_components) and the t search's
+landmark-to-anchor distances (L, a), never an (L, L) array.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from mphate.embed import diffusion, landmarks, mds
+from mphate.embed import diffusion, landmarks, mds, t_search
 from mphate.embed.kernel import MultisliceKernel
 
 DEVICES = ("cpu", "torch", "cuda", "mps")
@@ -33,8 +33,14 @@ class NumpyBackend:
 
     def landmark_features(self, kernel, n_components: int, rng: np.random.Generator, *, stride, n_threads: int):
         """Spectral coordinates of every point (:func:`mphate.embed.landmarks.landmark_features`):
-        NumPy float32 (N, n_components). The kernel works on its own ``n_threads``."""
+        float32 (N, n_components), on the backend. The kernel works on its own ``n_threads``."""
         return landmarks.landmark_features(kernel, n_components, rng, stride=stride)
+
+    def cluster_landmarks(self, features, n_landmark: int, rng: np.random.Generator, *, n_threads: int,
+                          seeding: str) -> np.ndarray:
+        """:func:`mphate.embed.landmarks.cluster_landmarks` of ``features`` (N, d) as
+        :meth:`landmark_features` gave them: NumPy int labels (N,)."""
+        return landmarks.cluster_landmarks(features, n_landmark, rng, n_threads=n_threads, seeding=seeding)
 
     def landmark_operator(self, kernel, labels: np.ndarray, *, n_threads: int):
         """:func:`mphate.embed.landmarks.landmark_operator`; its ``symmetric`` (L, L) is on the
@@ -90,6 +96,11 @@ class NumpyBackend:
         # the caller hands the distances over: the refinement may reuse their storage
         return mds.smacof(distances, init, max_iter=max_iter, tol=tol, n_threads=n_threads, overwrite=True)
 
+    def nearest_neighbors(self, points: np.ndarray, k: int) -> np.ndarray:
+        """Indices of the k nearest other rows within each batch of NumPy ``points`` (b, n, d):
+        NumPy (b, n, k) (the t search's scores, :func:`mphate.embed.t_search.nearest_neighbors`)."""
+        return t_search.nearest_neighbors(points, k)
+
     def to_numpy(self, array) -> np.ndarray:
         return np.asarray(array)
 
@@ -120,6 +131,12 @@ class TorchBackend:
         if not self._kernel_fits_the_device(kernel):
             return NUMPY.landmark_features(kernel, n_components, rng, stride=stride, n_threads=n_threads)
         return self._landmark_ops().landmark_features(kernel, n_components, rng, self.device, stride=stride)
+
+    def cluster_landmarks(self, features, n_landmark, rng, *, n_threads, seeding):
+        if seeding != "random":  # k-means++ seeding is sequential: the host's (few points anyway)
+            return NUMPY.cluster_landmarks(self.to_numpy(features), n_landmark, rng, n_threads=n_threads,
+                                           seeding=seeding)
+        return self._landmark_ops().cluster_landmarks(features, n_landmark, rng, self.device)
 
     def landmark_operator(self, kernel, labels, *, n_threads):
         if not self._kernel_fits_the_device(kernel):
@@ -155,6 +172,9 @@ class TorchBackend:
 
     def smacof(self, distances, init, *, max_iter: int, tol: float, n_threads: int):
         return self._ops.smacof(distances, init, max_iter=max_iter, tol=tol)
+
+    def nearest_neighbors(self, points, k):
+        return self._ops.nearest_neighbors(points, k, self.device)
 
     def to_numpy(self, array) -> np.ndarray:
         if isinstance(array, np.ndarray):

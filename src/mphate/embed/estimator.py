@@ -67,11 +67,11 @@ class MPHATE(ParamsMixin):
         threads as there are idle cores (measured over 50 ms at the start of the fit), since
         BLAS threads competing for busy cores are slower than one.
     device : {"cpu", "torch", "cuda", "cuda:N", "mps"}, default "cpu"
-        Where the stages after the kernel run (the products with the kernel behind the
-        landmarks, the eigendecomposition, the potential, MDS): NumPy on the CPU, or PyTorch (an
+        Where the stages after the kernel run (the landmarks' spectral coordinates, k-means and
+        operator, the eigendecomposition, the potential, MDS): NumPy on the CPU, or PyTorch (an
         optional extra: ``pip install "mphate[torch]"``) on the CPU ("torch") or an accelerator.
-        The kernel itself and the landmarks' k-means always run on NumPy/SciPy, and so does a
-        kernel too large to store (over 2 GB of interslice blocks).
+        The kernel itself is always built on NumPy/SciPy, and the landmark stage stays there for
+        a kernel too large to store (over 2 GB of interslice blocks).
     verbose : int, default 0
         1 prints one timed line per stage to stderr; 2 adds CPU times.
 

@@ -373,17 +373,11 @@ def cluster_landmarks(features: np.ndarray, n_landmark: int, rng: np.random.Gene
     """
     features = np.asarray(features, dtype=np.float32)
     n = features.shape[0]
-    n_coarse = int(min(n_landmark, max(1, round(np.sqrt(n_landmark)))))
-    sample = np.sort(rng.choice(n, size=min(n, 50 * n_coarse), replace=False))
-    sample_labels = kmeans(features[sample], n_coarse, rng, n_iter=30, seeding=seeding)
-    n_coarse = int(sample_labels.max()) + 1
-    centres = np.stack([features[sample][sample_labels == c].mean(axis=0) for c in range(n_coarse)])
-    _, coarse_labels = np.unique(_nearest_centre(features, centres)[0], return_inverse=True)
+    coarse_labels, counts, group_rngs = coarse_groups(
+        n, n_landmark, rng, seeding, rows_of=lambda rows: features[rows],
+        nearest=lambda centres: _nearest_centre(features, centres)[0])
     sizes = np.bincount(coarse_labels)
-    counts = _allocate(sizes, min(n_landmark, n))
     members_by_group = np.split(np.argsort(coarse_labels, kind="stable"), np.cumsum(sizes)[:-1])
-    # one seed per group, drawn up front, so the result does not depend on thread timing
-    group_rngs = rng.spawn(len(members_by_group))
 
     def split_group(group):
         members = members_by_group[group]
@@ -399,6 +393,38 @@ def cluster_landmarks(features: np.ndarray, n_landmark: int, rng: np.random.Gene
         labels[members] = fine + next_label
         next_label += int(fine.max()) + 1
     return labels
+
+
+def coarse_groups(n_points: int, n_landmark: int, rng: np.random.Generator, seeding: str, *, rows_of, nearest):
+    """The first level of :func:`cluster_landmarks`: about sqrt(n_landmark) coarse groups.
+
+    A k-means of a random sample of the points, every point assigned to the nearest of its
+    centres, and each group's share of the landmarks.
+
+    Parameters
+    ----------
+    rows_of : callable, int ndarray (m,) -> ndarray (m, d) float32 on the host
+        The features of some points (the features may live on a device).
+    nearest : callable, ndarray (g, d) -> int ndarray (N,) on the host
+        Each point's nearest centre.
+
+    Returns
+    -------
+    coarse_labels : ndarray of int, shape (N,), every value in [0, n_groups) used
+    counts : ndarray of int, shape (n_groups,), landmarks per group (they sum to
+        min(n_landmark, N))
+    group_rngs : list of numpy.random.Generator, one per group, drawn up front, so the result
+        does not depend on the order (or threads) the groups are split in
+    """
+    n_coarse = int(min(n_landmark, max(1, round(np.sqrt(n_landmark)))))
+    sample = np.sort(rng.choice(n_points, size=min(n_points, 50 * n_coarse), replace=False))
+    sample_points = rows_of(sample)
+    sample_labels = kmeans(sample_points, n_coarse, rng, n_iter=30, seeding=seeding)
+    n_coarse = int(sample_labels.max()) + 1
+    centres = np.stack([sample_points[sample_labels == c].mean(axis=0) for c in range(n_coarse)])
+    _, coarse_labels = np.unique(nearest(centres), return_inverse=True)
+    counts = _allocate(np.bincount(coarse_labels), min(n_landmark, n_points))
+    return coarse_labels, counts, rng.spawn(len(counts))
 
 
 class LandmarkOperator:

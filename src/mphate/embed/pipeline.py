@@ -277,8 +277,8 @@ class LandmarkStage(Stage):
                                                n_threads=res.n_threads)
         seeding = landmarks.landmark_seeding(kernel.shape[0], p["n_landmark"])
         with res.log.step("landmark clustering"):
-            labels = landmarks.cluster_landmarks(coords, p["n_landmark"], rng, n_threads=res.n_threads,
-                                                 seeding=seeding)
+            labels = backend.cluster_landmarks(coords, p["n_landmark"], rng, n_threads=res.n_threads,
+                                               seeding=seeding)
             del coords
         with res.log.step("landmark operator"):
             state.operator = backend.landmark_operator(kernel, labels, n_threads=res.n_threads)
@@ -350,9 +350,10 @@ class DiffusionTimeStage(Stage):
         # with few points per landmark, out-of-sample placement misleads the quick pictures
         # (docs/benchmarks.md, the CNN run): lay out every landmark by SMACOF instead
         few_points = landmarks.few_points_per_landmark(n_slices * n_units, n_landmark)
-        sample = t_search.scoring_sample(state.features, n_landmark, rng,
+        knn = backend.nearest_neighbors
+        sample = t_search.scoring_sample(state.features, n_landmark, rng, knn=knn,
                                          n_sample=n_landmark if few_points else t_search.N_SAMPLE)
-        final_sample = t_search.scoring_sample(state.features, n_landmark, rng, n_sample=0,
+        final_sample = t_search.scoring_sample(state.features, n_landmark, rng, n_sample=0, knn=knn,
                                                n_slices_scored=t_search.N_FINAL_SLICES,
                                                n_units_scored=t_search.N_FINAL_UNITS)
         detail, layouts = {}, {}
@@ -366,7 +367,7 @@ class DiffusionTimeStage(Stage):
             if few_points:  # every landmark went through SMACOF: this is the full layout
                 layouts[t] = layout
             embedding = operator.point_to_landmark @ layout
-            detail[t] = t_search.preservation_score(embedding, sample, n_slices, n_units)
+            detail[t] = t_search.preservation_score(embedding, sample, n_slices, n_units, knn=knn)
             return sum(v for v in detail[t] if v is not None)
 
         _, quick = t_search.search_t(score, p["t_max"])
@@ -381,7 +382,7 @@ class DiffusionTimeStage(Stage):
                                              np.random.default_rng(sample.mds_seed), res.n_threads)
             layout = layouts[t]
             detail[t] = t_search.preservation_score(operator.point_to_landmark @ layout, final_sample,
-                                                    n_slices, n_units)
+                                                    n_slices, n_units, knn=knn)
             final[t] = sum(v for v in detail[t] if v is not None)
         best = t_search.smallest_within(final, t_search.FINAL_TIE)
         # the winner's layout is the fit's: the embedding stage maps it instead of redrawing it

@@ -189,10 +189,19 @@ def _overlap(a: np.ndarray, b: np.ndarray) -> float:
     return float((a[..., :, None] == b[..., None, :]).any(-1).sum(-1).mean() / k)
 
 
+def nearest_neighbors(points: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k nearest other rows within each batch: (b, n, d) -> (b, n, k).
+
+    A k-d tree per batch for a few dimensions (an embedding's 2 or 3), else one dense block of
+    distances per batch. The NumPy backend's ``nearest_neighbors``.
+    """
+    return _knn_low_dim(points, k) if points.shape[2] <= 3 else _knn(points, k)
+
+
 def scoring_sample(features: np.ndarray, n_landmark: int, rng: np.random.Generator, *,
                    n_sample: int = N_SAMPLE, n_anchor: int = N_ANCHOR,
                    n_slices_scored: int = N_SCORED_SLICES, n_units_scored: int = N_SCORED_UNITS,
-                   k: int = SCORE_K) -> ScoringSample:
+                   k: int = SCORE_K, knn=nearest_neighbors) -> ScoringSample:
     """Draw the subsamples and the trace's neighbourhoods for scoring candidate times.
 
     Parameters
@@ -202,6 +211,7 @@ def scoring_sample(features: np.ndarray, n_landmark: int, rng: np.random.Generat
     n_landmark : int
         Landmarks of the fitted operator (L).
     rng : numpy.random.Generator
+    knn : callable, as :func:`nearest_neighbors` (a backend's, which may run on a device)
     """
     n_slices, n_units, _ = features.shape
     sampled = np.sort(rng.choice(n_landmark, size=min(n_sample, n_landmark), replace=False))
@@ -210,8 +220,8 @@ def scoring_sample(features: np.ndarray, n_landmark: int, rng: np.random.Generat
     slices = np.sort(rng.choice(n_slices, size=min(n_slices_scored, n_slices), replace=False))
     units = np.sort(rng.choice(n_units, size=min(n_units_scored, n_units), replace=False))
     k_intra, k_inter = min(k, n_units - 1), min(k, n_slices - 1)
-    reference_intra = _knn(features[slices], k_intra) if k_intra >= 1 else None
-    reference_inter = (_knn(np.ascontiguousarray(features[:, units].transpose(1, 0, 2)), k_inter)
+    reference_intra = knn(features[slices], k_intra) if k_intra >= 1 else None
+    reference_inter = (knn(np.ascontiguousarray(features[:, units].transpose(1, 0, 2)), k_inter)
                        if k_inter >= 1 else None)
     return ScoringSample(sampled, others, anchors, slices, units, reference_intra, reference_inter,
                          mds_seed=int(rng.integers(2**31 - 1)))
@@ -269,18 +279,20 @@ def quick_landmark_layout(potential, sample: ScoringSample, n_components: int, b
     return layout
 
 
-def preservation_score(embedding: np.ndarray, sample: ScoringSample, n_slices: int, n_units: int) -> tuple:
+def preservation_score(embedding: np.ndarray, sample: ScoringSample, n_slices: int, n_units: int,
+                       knn=nearest_neighbors) -> tuple:
     """Intraslice and interslice preservation of ``embedding`` (N, d) on the scored subsample.
 
-    Returns (intraslice, interslice); a kind without a reference is None.
+    ``knn``: as :func:`nearest_neighbors`. Returns (intraslice, interslice); a kind without a
+    reference is None.
     """
     emb = embedding.reshape(n_slices, n_units, -1)
     intra = inter = None
     if sample.reference_intra is not None:
         k = sample.reference_intra.shape[-1]
-        intra = _overlap(sample.reference_intra, _knn_low_dim(emb[sample.slices], k))
+        intra = _overlap(sample.reference_intra, knn(emb[sample.slices], k))
     if sample.reference_inter is not None:
         k = sample.reference_inter.shape[-1]
         inter = _overlap(sample.reference_inter,
-                         _knn_low_dim(np.ascontiguousarray(emb[:, sample.units].transpose(1, 0, 2)), k))
+                         knn(np.ascontiguousarray(emb[:, sample.units].transpose(1, 0, 2)), k))
     return intra, inter

@@ -122,6 +122,31 @@ def randomized_svd(matrix, rank: int, n_iter: int = 7, seed: int = 0, n_oversamp
     return u, s[:rank]
 
 
+#: entries of the (batch, n, n) distance blocks :func:`nearest_neighbors` forms at once
+_KNN_BLOCK_ENTRIES = 2**26
+
+
+def nearest_neighbors(points: np.ndarray, k: int, device) -> np.ndarray:
+    """:func:`mphate.embed.t_search.nearest_neighbors` on a device: NumPy ``points`` (b, n, d)
+    -> NumPy int64 (b, n, k), from dense blocks of squared distances, each point itself left
+    out. In float64 from batch-centred points, as :func:`mphate.embed.kernel.exact_sq_distances`:
+    one unit's history in an embedding lies close together far from the origin, where the
+    float32 expansion's rounding exceeds the distances between neighbours."""
+    b, n, _ = points.shape
+    out = np.empty((b, n, k), dtype=np.int64)
+    per_batch = max(1, _KNN_BLOCK_ENTRIES // max(1, n * n))
+    on_device = torch.as_tensor(np.ascontiguousarray(points, dtype=np.float64), device=device)
+    on_device = on_device - on_device.mean(dim=1, keepdim=True)
+    diagonal = torch.arange(n, device=on_device.device)
+    for start in range(0, b, per_batch):
+        block = on_device[start:start + per_batch]
+        norms = (block * block).sum(dim=2)
+        sq = torch.baddbmm(norms[:, :, None] + norms[:, None, :], block, block.transpose(1, 2), alpha=-2.0)
+        sq[:, diagonal, diagonal] = float("inf")
+        out[start:start + per_batch] = torch.topk(sq, k, dim=2, largest=False).indices.cpu().numpy()
+    return out
+
+
 def row_distances(points, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
     """Euclidean distances from ``points[rows]`` to ``points[columns]`` (the t search's
     out-of-sample targets): NumPy float32 (len(rows), len(columns)), computed on the device."""

@@ -1,18 +1,19 @@
-"""The landmark stage's two products-with-the-kernel steps in PyTorch, for
-:class:`mphate.embed.backend.TorchBackend`.
+"""The landmark stage in PyTorch, for :class:`mphate.embed.backend.TorchBackend`.
 
 Spectral coordinates (:func:`mphate.embed.landmarks.landmark_features`) and the landmark
 operator (:func:`mphate.embed.landmarks.landmark_operator`) are products of the multislice
 kernel with blocks of vectors: a block-diagonal sparse intraslice part and, per unit, a dense
 ``n_slices x n_slices`` interslice block. On a GPU both are a sparse product and one batched
-matrix product. Each function here mirrors its NumPy twin step for step (same random draws
-from the same generator, same precisions, same Chebyshev filter, same dropped entries), so the
-two give the same coordinates and operator up to rounding; ``tests/embed/test_backend.py``
-checks it. The k-means between them stays on the host: it works on the (N, n_svd) coordinates,
-which come home once.
+matrix product. The k-means between them (:func:`mphate.embed.landmarks.cluster_landmarks`)
+splits each coarse group into landmarks; here the groups run side by side as one batched
+Lloyd iteration. Each function mirrors its NumPy twin step for step (same random draws from
+the same generators, same precisions, same Chebyshev filter, same dropped entries), so the two
+give the same coordinates, groups and operator up to rounding; ``tests/embed/test_backend.py``
+checks it.
 
 Only kernels in stored mode come to the device: a lean kernel (interslice blocks over 2 GB)
-recomputes its blocks on every product, on the host.
+recomputes its blocks on every product, on the host. The k-means++ seeding of traces with few
+points per landmark is sequential and stays on the host too.
 
 Imported only when a torch device is asked for.
 """
@@ -24,7 +25,8 @@ from contextlib import contextmanager
 import numpy as np
 import scipy.sparse as sp
 
-from mphate.embed.landmarks import (LANDMARK_DROP_BELOW, LandmarkOperator, effective_stride)
+from mphate.embed import landmarks
+from mphate.embed.landmarks import LANDMARK_DROP_BELOW, LandmarkOperator, effective_stride
 from mphate.optional import require
 
 torch = require("torch", "MPHATE(device=...) other than 'cpu'")
@@ -190,9 +192,9 @@ def _orthonormalize(vectors):
     return source
 
 
-def landmark_features(host_kernel, n_components: int, rng: np.random.Generator, device, stride=1) -> np.ndarray:
+def landmark_features(host_kernel, n_components: int, rng: np.random.Generator, device, stride=1):
     """:func:`mphate.embed.landmarks.landmark_features` on a device, for a stored kernel:
-    NumPy float32 (N, n_components) (the k-means that follows runs on the host)."""
+    a tensor (N, n_components) float32 on the device."""
     kernel = DeviceKernel.from_kernel(host_kernel, device)
     stride = effective_stride(stride, kernel.n_slices, kernel.n_units) if stride != 1 else 1
     if stride == 1:
@@ -204,7 +206,139 @@ def landmark_features(host_kernel, n_components: int, rng: np.random.Generator, 
         del sub
         coords = kernel.interpolate_from_slices(slices, coords.reshape(len(slices), kernel.n_units, -1))
         coords = coords.reshape(kernel.shape[0], -1)
-    return coords.cpu().numpy()
+    return coords
+
+
+#: entries of the (groups, points, centres) score array one batch of the groups' k-means forms
+_KMEANS_BATCH_ENTRIES = 2**25
+
+
+def cluster_landmarks(features, n_landmark: int, rng: np.random.Generator, device, n_iter: int = 10) -> np.ndarray:
+    """:func:`mphate.embed.landmarks.cluster_landmarks` (random seeding) on a device.
+
+    The same coarse groups and the same draws (:func:`mphate.embed.landmarks.coarse_groups`,
+    then each group's start points from its own generator); the groups' k-means then run side
+    by side, padded to the largest group of a batch, one batched Lloyd step for all of them,
+    each group stopping when its labels stop changing (as :func:`~mphate.embed.landmarks.kmeans`
+    does).
+
+    Parameters
+    ----------
+    features : tensor or ndarray, shape (N, d)
+    device : the torch device
+
+    Returns
+    -------
+    labels : ndarray of int64, shape (N,), every value in [0, n_groups) used
+    """
+    features = torch.as_tensor(features, device=device).to(torch.float32)
+    n = features.shape[0]
+
+    def nearest(centres):
+        centres = torch.as_tensor(centres, device=device)
+        return _nearest_centres(features[None], centres[None], None)[0][0].cpu().numpy()
+
+    coarse_labels, counts, group_rngs = landmarks.coarse_groups(
+        n, n_landmark, rng, "random", rows_of=lambda rows: features[torch.as_tensor(rows, device=device)].cpu().numpy(),
+        nearest=nearest)
+    sizes = np.bincount(coarse_labels)
+    members_by_group = np.split(np.argsort(coarse_labels, kind="stable"), np.cumsum(sizes)[:-1])
+    fine_by_group = {}
+    to_split = []
+    for group, members in enumerate(members_by_group):
+        if counts[group] >= len(members):  # kmeans(): every point its own cluster, nothing drawn
+            fine_by_group[group] = np.arange(len(members))
+        else:
+            to_split.append((group, group_rngs[group].choice(len(members), int(counts[group]), replace=False)))
+    # largest groups first, so that each batch pads its groups to similar sizes
+    to_split.sort(key=lambda item: -len(members_by_group[item[0]]))
+    d = features.shape[1]
+    start = 0
+    while start < len(to_split):
+        width = len(members_by_group[to_split[start][0]])
+        widest_k = max(len(starts) for _, starts in to_split[start:])
+        per_group = width * max(widest_k, d)
+        stop = min(len(to_split), start + max(1, _KMEANS_BATCH_ENTRIES // per_group))
+        batch = to_split[start:stop]
+        found = _batched_kmeans(features, [members_by_group[g] for g, _ in batch], [s for _, s in batch], n_iter)
+        fine_by_group.update((g, labels) for (g, _), labels in zip(batch, found))
+        start = stop
+    labels = np.empty(n, dtype=np.int64)
+    next_label = 0
+    for group, members in enumerate(members_by_group):
+        fine = fine_by_group[group]
+        labels[members] = fine + next_label
+        next_label += int(fine.max()) + 1
+    return labels
+
+
+def _nearest_centres(points, centres, centre_valid):
+    """Each point's nearest valid centre, per batch: points (b, n, d), centres (b, k, d) ->
+    (labels (b, n) int64, scores (b, n): ``|c|^2 - 2 x.c`` of that centre)."""
+    norms = (centres * centres).sum(dim=2)
+    if centre_valid is not None:
+        norms = norms.masked_fill(~centre_valid, float("inf"))
+    scores = torch.baddbmm(norms[:, None, :], points, centres.transpose(1, 2), alpha=-2.0)
+    best, labels = scores.min(dim=2)
+    return labels, best
+
+
+def _batched_kmeans(features, members: list, starts: list, n_iter: int) -> list:
+    """Lloyd's k-means of several groups of points at once (:func:`mphate.embed.landmarks.kmeans`
+    with given start points); returns each group's compacted labels as NumPy int64."""
+    device = features.device
+    b = len(members)
+    n_max = max(len(m) for m in members)
+    k_max = max(len(s) for s in starts)
+    index = np.zeros((b, n_max), dtype=np.int64)
+    valid = np.zeros((b, n_max), dtype=bool)
+    start_index = np.zeros((b, k_max), dtype=np.int64)
+    centre_valid = np.zeros((b, k_max), dtype=bool)
+    for g, (rows, chosen) in enumerate(zip(members, starts)):
+        index[g, : len(rows)] = rows
+        valid[g, : len(rows)] = True
+        start_index[g, : len(chosen)] = chosen
+        centre_valid[g, : len(chosen)] = True
+    valid = torch.as_tensor(valid, device=device)
+    centre_valid = torch.as_tensor(centre_valid, device=device)
+    points = features[torch.as_tensor(index, device=device)]  # (b, n_max, d); padding repeats row 0
+    d = points.shape[2]
+    sq_norms = (points * points).sum(dim=2)
+    centres = torch.gather(points, 1, torch.as_tensor(start_index, device=device)[:, :, None].expand(-1, -1, d))
+    active = torch.ones(b, dtype=torch.bool, device=device)
+    labels = None
+    for _ in range(n_iter):
+        new_labels, best = _nearest_centres(points, centres, centre_valid)
+        if labels is not None:
+            active &= ((new_labels != labels) & valid).any(dim=1)
+            if not bool(active.any()):
+                break
+            new_labels = torch.where(active[:, None], new_labels, labels)
+        labels = new_labels
+        # padded points go to a spare centre k_max, dropped afterwards
+        target = torch.where(valid, labels, torch.full_like(labels, k_max))
+        sums = torch.zeros((b, k_max + 1, d), dtype=torch.float32, device=device)
+        sums.scatter_add_(1, target[:, :, None].expand(-1, -1, d), points)
+        counts = torch.zeros((b, k_max + 1), dtype=torch.float32, device=device)
+        counts.scatter_add_(1, target, torch.ones_like(points[:, :, 0]))
+        sums, counts = sums[:, :k_max], counts[:, :k_max]
+        filled = counts > 0
+        update = filled & active[:, None]
+        centres = torch.where(update[:, :, None], sums / counts.clamp(min=1)[:, :, None], centres)
+        empty = ~filled & centre_valid & active[:, None]
+        for g in torch.nonzero(empty.any(dim=1)).flatten().tolist():
+            # move each empty centre onto one of the group's worst-fitted points
+            misfit = (best[g] + sq_norms[g]).masked_fill(~valid[g], -float("inf"))
+            slots = torch.nonzero(empty[g]).flatten()
+            worst = torch.argsort(misfit, descending=True)[: len(slots)]
+            centres[g, slots] = points[g, worst]
+    labels, _ = _nearest_centres(points, centres, centre_valid)
+    # compact each group's labels to 0..used-1 in order (np.unique(return_inverse) per group)
+    used = torch.zeros((b, k_max + 1), dtype=torch.int64, device=device)
+    used.scatter_(1, torch.where(valid, labels, torch.full_like(labels, k_max)), 1)
+    renumber = torch.cumsum(used[:, :k_max], dim=1) - 1
+    compact = torch.gather(renumber, 1, labels).cpu().numpy()
+    return [compact[g, : len(rows)] for g, rows in enumerate(members)]
 
 
 def _aggregate(kernel: DeviceKernel, labels, n_groups: int):
