@@ -87,10 +87,12 @@ class DeviceKernel:
         """``K v`` or ``S K S v`` with ``S = diag(scale)``: vectors (N, m) -> (N, m) float32."""
         if scale is not None:
             vectors = vectors * scale[:, None]
-        out = self.intraslice @ vectors
         m = vectors.shape[1]
         unit_major = vectors.reshape(self.n_slices, self.n_units, m).transpose(0, 1)
-        out.view(self.n_slices, self.n_units, m).add_(torch.bmm(self.blocks, unit_major).transpose(0, 1))
+        interslice = torch.bmm(self.blocks, unit_major).transpose(0, 1).reshape(-1, m)
+        # out of place: a sparse product's result may come back in column-major layout (cuSPARSE)
+        out = self.intraslice @ vectors + interslice
+        del interslice
         if scale is not None:
             out *= scale[:, None]
         return out
