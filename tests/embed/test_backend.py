@@ -131,14 +131,15 @@ def test_torch_classical_mds_and_row_distances_agree_with_numpy(shape):
 
 
 @pytest.mark.parametrize("stride", [1, 2])
-def test_torch_landmark_stage_agrees_with_numpy(digits, stride):
+def test_torch_landmark_stage_agrees_with_numpy(digits, stride, monkeypatch):
     # spectral coordinates (on every slice, and on every 2nd slice then spread along time) and
     # the landmark operator, from the same kernel and the same generator
     pytest.importorskip("torch")
-    from mphate.embed import kernel as kernel_mod
+    from mphate.embed import kernel as kernel_mod, torch_landmarks
     from mphate.embed.backend import NUMPY, get_backend
     from mphate.embed.normalize import zscore_units
 
+    monkeypatch.setattr(torch_landmarks, "_BUILD_CHUNK_ENTRIES", 7 * 30 * 30)  # W in several unit chunks
     kernel = kernel_mod.multislice_kernel(zscore_units(digits.data))
     torch_backend = get_backend("torch")
     expected = NUMPY.landmark_features(kernel, 20, np.random.default_rng(4), stride=stride, n_threads=1)
@@ -211,3 +212,52 @@ def test_torch_nearest_neighbors_agree_with_numpy(n_features):
     assert got.shape == expected.shape == (6, 120, 10)
     assert not (got == np.arange(120)[None, :, None]).any()  # never a point itself
     np.testing.assert_array_equal(np.sort(got, axis=2), np.sort(expected, axis=2))
+
+
+def test_a_lean_kernel_built_on_the_device_equals_the_stored_one(digits, monkeypatch):
+    # a GPU with room builds a lean kernel's blocks itself (the host keeps only features); here
+    # the build runs on torch's CPU device, in small chunks, against the host's stored kernel
+    pytest.importorskip("torch")
+    from mphate.embed import kernel as kernel_mod, torch_landmarks
+    from mphate.embed.normalize import zscore_units
+
+    monkeypatch.setattr(torch_landmarks, "_BUILD_CHUNK_ENTRIES", 5 * 48 * 48)  # several chunks
+    features = zscore_units(digits.data)
+    stored = kernel_mod.multislice_kernel(features, store_blocks=True)
+    lean = kernel_mod.multislice_kernel(features, store_blocks=False)
+    assert lean.lean and lean.interslice_eps == stored.interslice_eps
+    built = torch_landmarks.DeviceKernel.from_features(lean, "cpu")
+    copied = torch_landmarks.DeviceKernel.from_kernel(stored, "cpu")
+    # float32 distance expansions summed in another order: a few 1e-5 apart
+    np.testing.assert_allclose(built.blocks.numpy(), copied.blocks.numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(built.intraslice.to_dense().numpy(), copied.intraslice.to_dense().numpy(),
+                               rtol=1e-4, atol=1e-6)
+    assert built.intraslice.values().shape == copied.intraslice.values().shape  # the same entries kept
+    assert not torch_landmarks.fits_on_device(lean, "cpu")  # host memory: the lean path stays lean
+    assert torch_landmarks.fits_on_device(stored, "cpu")
+
+
+def test_a_fit_with_a_lean_kernel_built_on_the_device_matches_numpy(digits, monkeypatch):
+    # what a GPU with room does for every trace of 20,000 points or more (their spectral step
+    # runs on a slice subsample, so the kernel is lean): here torch's CPU device plays the GPU
+    pytest.importorskip("torch")
+    from mphate.embed import torch_landmarks
+
+    built = []
+    original = torch_landmarks.DeviceKernel.from_features.__func__
+
+    def recording(cls, kernel, device):
+        built.append(kernel.shape)
+        return original(cls, kernel, device)
+
+    monkeypatch.setattr(torch_landmarks, "fits_on_device", lambda kernel, device: True)
+    monkeypatch.setattr(torch_landmarks.DeviceKernel, "from_features", classmethod(recording))
+    monkeypatch.setattr(torch_landmarks, "_BUILD_CHUNK_ENTRIES", 5 * 48 * 48)  # several chunks
+    params = dict(n_landmark=200, spectral_stride=2, random_state=0)
+    fits = {device: MPHATE(**params, device=device).fit(digits) for device in ("cpu", "torch")}
+    assert len(built) == 2  # spectral coordinates and landmark operator, both from the features
+    assert fits["torch"].t_ == fits["cpu"].t_
+    scores = {device: neighbor_preservation(est.embedding_, digits, k=10) for device, est in fits.items()}
+    for kind, floor in FLOORS.items():
+        assert scores["torch"][kind] >= floor, scores
+        assert abs(scores["torch"][kind] - scores["cpu"][kind]) <= 0.005, scores

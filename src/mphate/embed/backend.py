@@ -122,10 +122,9 @@ class TorchBackend:
         self.device = device
         self._ops = torch_dense
 
-    @staticmethod
-    def _kernel_fits_the_device(kernel) -> bool:
-        # a lean kernel recomputes its blocks on every product: that stays on the host
-        return isinstance(kernel, MultisliceKernel) and not kernel.lean
+    def _kernel_fits_the_device(self, kernel) -> bool:
+        # a lean kernel comes to a GPU with room for its blocks; elsewhere it stays on the host
+        return isinstance(kernel, MultisliceKernel) and self._landmark_ops().fits_on_device(kernel, self.device)
 
     def landmark_features(self, kernel, n_components, rng, *, stride, n_threads):
         if not self._kernel_fits_the_device(kernel):

@@ -57,6 +57,35 @@ class DeviceKernel:
         self._degrees = None
 
     @classmethod
+    def of(cls, kernel, device) -> "DeviceKernel":
+        """``kernel`` (a :class:`~mphate.embed.kernel.MultisliceKernel`) on ``device``: copied when
+        stored, built there from its features when lean (see :func:`fits_on_device`)."""
+        if kernel.lean:
+            return cls.from_features(kernel, device)
+        return cls.from_kernel(kernel, device)
+
+    @classmethod
+    def from_features(cls, kernel, device) -> "DeviceKernel":
+        """Build a lean kernel's two parts on ``device`` from its features, entry for entry as
+        :func:`mphate.embed.kernel.multislice_kernel` builds them on the host (same bandwidth,
+        the host's ``interslice_eps``; the same formulas, in float32)."""
+        features = torch.as_tensor(kernel._features, device=device)
+        n_slices, n_units, _ = features.shape
+        intraslice = _intraslice_on_device(features, kernel.intraslice_knn, kernel.decay, kernel.threshold)
+        blocks = torch.empty((n_units, n_slices, n_slices), dtype=torch.float32, device=device)
+        inv_eps_sq = -1.0 / (kernel.interslice_eps * kernel.interslice_eps)
+        diagonal = torch.arange(n_slices, device=device)
+        chunk = max(1, _BUILD_CHUNK_ENTRIES // (n_slices * n_slices))
+        for u0 in range(0, n_units, chunk):
+            slab = features[:, u0:u0 + chunk].transpose(0, 1)  # (units, slices, features)
+            affinity = _batched_sq_distances(slab).mul_(inv_eps_sq).exp_()
+            affinity[affinity < kernel.threshold] = 0.0
+            affinity[:, diagonal, diagonal] = 0.0
+            blocks[u0:u0 + len(affinity)] = affinity
+            del affinity
+        return cls(n_slices, n_units, intraslice, blocks)
+
+    @classmethod
     def from_kernel(cls, kernel, device) -> "DeviceKernel":
         """Copy a stored :class:`~mphate.embed.kernel.MultisliceKernel` to ``device``."""
         intra = kernel.intraslice.astype(np.float32).tocsr()
@@ -136,6 +165,71 @@ class DeviceKernel:
         return torch.bmm(weights, unit_values).transpose(0, 1)
 
 
+#: entries of the (batch, n, n) distance blocks formed at once while building a kernel
+_BUILD_CHUNK_ENTRIES = 2**26
+
+
+def fits_on_device(kernel, device) -> bool:
+    """Whether the landmark stage of a multislice kernel runs on ``device``: a stored kernel
+    always; a lean one (its interslice blocks too large for the host's 2 GB) on a CUDA device
+    whose free memory holds those blocks four times over, built there from the features."""
+    if not kernel.lean:
+        return True
+    if not str(device).startswith("cuda"):
+        return False
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    return 4 * 4 * kernel.n_units * kernel.n_slices ** 2 <= free
+
+
+def _batched_sq_distances(points):
+    """:func:`mphate.embed.kernel.batched_sq_distances` of (b, n, d) float32 points on a device:
+    (b, n, n), the ``|x|^2 + |y|^2 - 2 x.y`` expansion clipped at 0, exact zero diagonal."""
+    norms = (points * points).sum(dim=2)
+    sq = torch.baddbmm(norms[:, :, None] + norms[:, None, :], points, points.transpose(1, 2), alpha=-2.0)
+    sq.clamp_(min=0.0)
+    diagonal = torch.arange(points.shape[1], device=points.device)
+    sq[:, diagonal, diagonal] = 0.0
+    return sq
+
+
+def _intraslice_on_device(features, knn: int, decay: float, threshold: float):
+    """:func:`mphate.embed.kernel.intraslice_kernel` on a device (the candidate pairs, the
+    symmetrised alpha-decay affinities, the threshold): one CSR tensor (N, N) float32."""
+    n_slices, n_units, _ = features.shape
+    device = features.device
+    reach_sq = float(np.log(1.0 / threshold) ** (2.0 / decay) * (1 + 1e-4))
+    tiny = float(np.finfo(np.float32).tiny)
+    rows, cols, vals = [], [], []
+    step = max(1, _BUILD_CHUNK_ENTRIES // (n_units * n_units))
+    for s0 in range(0, n_slices, step):
+        sq = _batched_sq_distances(features[s0:s0 + step])
+        # the knn-th smallest entry of each row, the row's own zero counted as the 0-th
+        kth_sq = torch.kthvalue(sq, knn + 1, dim=2).values
+        floor = (sq.mean(dim=(1, 2), dtype=torch.float64) * 1e-12).clamp(min=tiny)
+        sigma_sq = torch.maximum(kth_sq, floor[:, None].to(torch.float32))
+        row_ok = sq <= (sigma_sq * reach_sq)[:, :, None]
+        row_ok = row_ok | row_ok.transpose(1, 2)
+        batch, row, col = torch.nonzero(row_ok, as_tuple=True)  # row-major: CSR order
+        del row_ok
+        pair_sq = sq[batch, row, col]
+        del sq
+        values = torch.zeros_like(pair_sq)
+        for sigma in (sigma_sq[batch, row], sigma_sq[batch, col]):  # K_ij with sigma_i, K_ji with sigma_j
+            values += torch.exp(-torch.pow(torch.sqrt(pair_sq / sigma), decay))
+        values *= 0.5
+        keep = values >= threshold
+        offset = (batch[keep] + s0) * n_units
+        rows.append(offset + row[keep])
+        cols.append(offset + col[keep])
+        vals.append(values[keep])
+    rows, cols, vals = torch.cat(rows), torch.cat(cols), torch.cat(vals)
+    n = n_slices * n_units
+    crow = torch.zeros(n + 1, dtype=torch.int64, device=device)
+    crow[1:] = torch.cumsum(torch.bincount(rows, minlength=n), 0)
+    with _quiet_sparse():
+        return torch.sparse_csr_tensor(crow, cols, vals, size=(n, n), check_invariants=False)
+
+
 def spectral_features(kernel: DeviceKernel, n_components: int, rng: np.random.Generator,
                       n_rounds: int = 2, degree: int = 6):
     """:func:`mphate.embed.landmarks.spectral_features` on a device: (N, n_components) float32."""
@@ -197,7 +291,7 @@ def _orthonormalize(vectors):
 def landmark_features(host_kernel, n_components: int, rng: np.random.Generator, device, stride=1):
     """:func:`mphate.embed.landmarks.landmark_features` on a device, for a stored kernel:
     a tensor (N, n_components) float32 on the device."""
-    kernel = DeviceKernel.from_kernel(host_kernel, device)
+    kernel = DeviceKernel.of(host_kernel, device)
     stride = effective_stride(stride, kernel.n_slices, kernel.n_units) if stride != 1 else 1
     if stride == 1:
         coords = spectral_features(kernel, n_components, rng)
@@ -344,24 +438,34 @@ def _batched_kmeans(features, members: list, starts: list, n_iter: int) -> list:
 
 
 def _aggregate(kernel: DeviceKernel, labels, n_groups: int):
-    """``W = K @ onehot(labels)`` as coalesced COO (rows sorted), shape (N, n_groups), float32."""
-    device = labels.device
+    """``W = K @ onehot(labels)`` as coalesced COO (rows sorted), shape (N, n_groups), float32.
+
+    The interslice blocks' entries are summed into (point, landmark) pairs a chunk of units at a
+    time, so the index arrays never span all n_units * n_slices^2 entries at once.
+    """
     n_slices, n_units = kernel.n_slices, kernel.n_units
+    shape = (n_slices * n_units, n_groups)
     intra = kernel.intraslice
     counts = intra.crow_indices().diff()
-    intra_rows = torch.repeat_interleave(torch.arange(len(counts), device=device), counts)
-    rows = [intra_rows]
-    cols = [labels[intra.col_indices()]]
-    vals = [intra.values()]
-    # interslice: block entry (u, s, s') adds to W[(s, u), label(s', u)]
-    unit, s_from, s_to = torch.nonzero(kernel.blocks, as_tuple=True)
-    rows.append(s_from * n_units + unit)
-    cols.append(labels[s_to * n_units + unit])
-    vals.append(kernel.blocks[unit, s_from, s_to])
-    del unit, s_from, s_to
-    affinity = torch.sparse_coo_tensor(torch.stack([torch.cat(rows), torch.cat(cols)]), torch.cat(vals),
-                                       size=(n_slices * n_units, n_groups), check_invariants=False)
-    return affinity.coalesce()
+    intra_rows = torch.repeat_interleave(torch.arange(len(counts), device=labels.device), counts)
+    parts = [(torch.stack([intra_rows, labels[intra.col_indices()]]), intra.values())]
+    del intra_rows
+    chunk = max(1, _BUILD_CHUNK_ENTRIES // (n_slices * n_slices))
+    for u0 in range(0, n_units, chunk):
+        blocks = kernel.blocks[u0:u0 + chunk]
+        # block entry (u, s, s') adds to W[(s, u), label(s', u)]
+        unit, s_from, s_to = torch.nonzero(blocks, as_tuple=True)
+        values = blocks[unit, s_from, s_to]
+        unit += u0
+        entries = torch.stack([s_from * n_units + unit, labels[s_to * n_units + unit]])
+        del unit, s_from, s_to
+        part = torch.sparse_coo_tensor(entries, values, size=shape, check_invariants=False).coalesce()
+        parts.append((part.indices(), part.values()))
+        del entries, values, part
+    entries = torch.cat([e for e, _ in parts], dim=1)
+    values = torch.cat([v for _, v in parts])
+    del parts
+    return torch.sparse_coo_tensor(entries, values, size=shape, check_invariants=False).coalesce()
 
 
 def landmark_operator(host_kernel, labels: np.ndarray, device,
@@ -372,7 +476,7 @@ def landmark_operator(host_kernel, labels: np.ndarray, device,
     ``point_to_landmark`` comes home as CSR (the t search and the embedding map layouts with it),
     ``scale`` as NumPy.
     """
-    kernel = DeviceKernel.from_kernel(host_kernel, device)
+    kernel = DeviceKernel.of(host_kernel, device)
     n = kernel.shape[0]
     n_groups = int(labels.max()) + 1
     affinity = _aggregate(kernel, torch.as_tensor(labels, device=device), n_groups)
