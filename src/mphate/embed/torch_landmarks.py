@@ -11,9 +11,11 @@ the same generators, same precisions, same Chebyshev filter, same dropped entrie
 give the same coordinates, groups and operator up to rounding; ``tests/embed/test_backend.py``
 checks it.
 
-Only kernels in stored mode come to the device: a lean kernel (interslice blocks over 2 GB)
-recomputes its blocks on every product, on the host. The k-means++ seeding of traces with few
-points per landmark is sequential and stays on the host too.
+A kernel stored on the host is copied over. A lean one (the host keeps only its features:
+every trace of 20,000 points or more) is built on a CUDA device whose free memory holds its
+interslice blocks four times over (:func:`fits_on_device`); elsewhere its products stay on the
+host. The k-means++ seeding of traces with few points per landmark is sequential and stays on
+the host too.
 
 Imported only when a torch device is asked for.
 """
@@ -40,7 +42,7 @@ def _quiet_sparse():
 
 
 class DeviceKernel:
-    """A stored multislice kernel's two parts on a device.
+    """A multislice kernel's two parts on a device (:meth:`of` copies or builds them).
 
     Attributes
     ----------
