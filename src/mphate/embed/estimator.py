@@ -70,8 +70,9 @@ class MPHATE(ParamsMixin):
         Where the stages after the kernel run (the landmarks' spectral coordinates, k-means and
         operator, the eigendecomposition, the potential, MDS): NumPy on the CPU, or PyTorch (an
         optional extra: ``pip install "mphate[torch]"``) on the CPU ("torch") or an accelerator.
-        The kernel itself is always built on NumPy/SciPy, and the landmark stage stays there for
-        a kernel too large to store (over 2 GB of interslice blocks).
+        The kernel itself is built on NumPy/SciPy. When the host keeps only its features (traces
+        of 20,000 points or more), a CUDA device with room builds its parts again for the
+        landmark stage; on other devices that stage's kernel products stay on the host.
     verbose : int, default 0
         1 prints one timed line per stage to stderr; 2 adds CPU times.
 
