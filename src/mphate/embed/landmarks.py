@@ -386,7 +386,23 @@ def cluster_landmarks(features: np.ndarray, n_landmark: int, rng: np.random.Gene
     # largest groups first keeps the threads evenly loaded
     order = np.argsort(-sizes, kind="stable")
     fine_by_group = dict(zip(order, parallel_map(split_group, order, n_threads)))
-    labels = np.empty(n, dtype=np.int64)
+    return join_groups(members_by_group, fine_by_group, n)
+
+
+def join_groups(members_by_group: list, fine_by_group: dict, n_points: int) -> np.ndarray:
+    """One labelling from each coarse group's own: group by group, each group's labels
+    (0..its count - 1) shifted past the groups before it.
+
+    Parameters
+    ----------
+    members_by_group : list of int ndarray, the points of each coarse group
+    fine_by_group : dict, group -> int ndarray (len(members),), labels within the group
+
+    Returns
+    -------
+    labels : ndarray of int64, shape (n_points,)
+    """
+    labels = np.empty(n_points, dtype=np.int64)
     next_label = 0
     for group, members in enumerate(members_by_group):
         fine = fine_by_group[group]

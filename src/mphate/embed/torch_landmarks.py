@@ -361,13 +361,7 @@ def cluster_landmarks(features, n_landmark: int, rng: np.random.Generator, devic
         found = _batched_kmeans(features, [members_by_group[g] for g, _ in batch], [s for _, s in batch], n_iter)
         fine_by_group.update((g, labels) for (g, _), labels in zip(batch, found))
         start = stop
-    labels = np.empty(n, dtype=np.int64)
-    next_label = 0
-    for group, members in enumerate(members_by_group):
-        fine = fine_by_group[group]
-        labels[members] = fine + next_label
-        next_label += int(fine.max()) + 1
-    return labels
+    return landmarks.join_groups(members_by_group, fine_by_group, n)
 
 
 def _nearest_centres(points, centres, centre_valid):
