@@ -122,6 +122,17 @@ def randomized_svd(matrix, rank: int, n_iter: int = 7, seed: int = 0, n_oversamp
     return u, s[:rank]
 
 
+def batched_sq_distances(points):
+    """:func:`mphate.embed.kernel.batched_sq_distances` of (b, n, d) points on a device: (b, n, n)
+    in their dtype, the ``|x|^2 + |y|^2 - 2 x.y`` expansion clipped at 0, exact zero diagonal."""
+    norms = (points * points).sum(dim=2)
+    sq = torch.baddbmm(norms[:, :, None] + norms[:, None, :], points, points.transpose(1, 2), alpha=-2.0)
+    sq.clamp_(min=0.0)
+    diagonal = torch.arange(points.shape[1], device=points.device)
+    sq[:, diagonal, diagonal] = 0.0
+    return sq
+
+
 #: entries of the (batch, n, n) distance blocks :func:`nearest_neighbors` forms at once
 _KNN_BLOCK_ENTRIES = 2**26
 
@@ -139,9 +150,7 @@ def nearest_neighbors(points: np.ndarray, k: int, device) -> np.ndarray:
     on_device = on_device - on_device.mean(dim=1, keepdim=True)
     diagonal = torch.arange(n, device=on_device.device)
     for start in range(0, b, per_batch):
-        block = on_device[start:start + per_batch]
-        norms = (block * block).sum(dim=2)
-        sq = torch.baddbmm(norms[:, :, None] + norms[:, None, :], block, block.transpose(1, 2), alpha=-2.0)
+        sq = batched_sq_distances(on_device[start:start + per_batch])
         sq[:, diagonal, diagonal] = float("inf")
         out[start:start + per_batch] = torch.topk(sq, k, dim=2, largest=False).indices.cpu().numpy()
     return out

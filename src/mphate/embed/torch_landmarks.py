@@ -29,6 +29,7 @@ import scipy.sparse as sp
 
 from mphate.embed import landmarks
 from mphate.embed.landmarks import LANDMARK_DROP_BELOW, LandmarkOperator, effective_stride
+from mphate.embed.torch_dense import batched_sq_distances
 from mphate.optional import require
 
 torch = require("torch", "MPHATE(device=...) other than 'cpu'")
@@ -80,7 +81,7 @@ class DeviceKernel:
         chunk = max(1, _BUILD_CHUNK_ENTRIES // (n_slices * n_slices))
         for u0 in range(0, n_units, chunk):
             slab = features[:, u0:u0 + chunk].transpose(0, 1)  # (units, slices, features)
-            affinity = _batched_sq_distances(slab).mul_(inv_eps_sq).exp_()
+            affinity = batched_sq_distances(slab).mul_(inv_eps_sq).exp_()
             affinity[affinity < kernel.threshold] = 0.0
             affinity[:, diagonal, diagonal] = 0.0
             blocks[u0:u0 + len(affinity)] = affinity
@@ -183,17 +184,6 @@ def fits_on_device(kernel, device) -> bool:
     return 4 * 4 * kernel.n_units * kernel.n_slices ** 2 <= free
 
 
-def _batched_sq_distances(points):
-    """:func:`mphate.embed.kernel.batched_sq_distances` of (b, n, d) float32 points on a device:
-    (b, n, n), the ``|x|^2 + |y|^2 - 2 x.y`` expansion clipped at 0, exact zero diagonal."""
-    norms = (points * points).sum(dim=2)
-    sq = torch.baddbmm(norms[:, :, None] + norms[:, None, :], points, points.transpose(1, 2), alpha=-2.0)
-    sq.clamp_(min=0.0)
-    diagonal = torch.arange(points.shape[1], device=points.device)
-    sq[:, diagonal, diagonal] = 0.0
-    return sq
-
-
 def _intraslice_on_device(features, knn: int, decay: float, threshold: float):
     """:func:`mphate.embed.kernel.intraslice_kernel` on a device (the candidate pairs, the
     symmetrised alpha-decay affinities, the threshold): one CSR tensor (N, N) float32."""
@@ -204,7 +194,7 @@ def _intraslice_on_device(features, knn: int, decay: float, threshold: float):
     rows, cols, vals = [], [], []
     step = max(1, _BUILD_CHUNK_ENTRIES // (n_units * n_units))
     for s0 in range(0, n_slices, step):
-        sq = _batched_sq_distances(features[s0:s0 + step])
+        sq = batched_sq_distances(features[s0:s0 + step])
         # the knn-th smallest entry of each row, the row's own zero counted as the 0-th
         kth_sq = torch.kthvalue(sq, knn + 1, dim=2).values
         floor = (sq.mean(dim=(1, 2), dtype=torch.float64) * 1e-12).clamp(min=tiny)
