@@ -373,11 +373,10 @@ def cluster_landmarks(features: np.ndarray, n_landmark: int, rng: np.random.Gene
     """
     features = np.asarray(features, dtype=np.float32)
     n = features.shape[0]
-    coarse_labels, counts, group_rngs = coarse_groups(
+    members_by_group, counts, group_rngs = coarse_groups(
         n, n_landmark, rng, seeding, rows_of=lambda rows: features[rows],
         nearest=lambda centres: _nearest_centre(features, centres)[0])
-    sizes = np.bincount(coarse_labels)
-    members_by_group = np.split(np.argsort(coarse_labels, kind="stable"), np.cumsum(sizes)[:-1])
+    sizes = np.array([len(members) for members in members_by_group])
 
     def split_group(group):
         members = members_by_group[group]
@@ -426,7 +425,7 @@ def coarse_groups(n_points: int, n_landmark: int, rng: np.random.Generator, seed
 
     Returns
     -------
-    coarse_labels : ndarray of int, shape (N,), every value in [0, n_groups) used
+    members_by_group : list of int ndarray, the points of each group (none empty), ascending
     counts : ndarray of int, shape (n_groups,), landmarks per group (they sum to
         min(n_landmark, N))
     group_rngs : list of numpy.random.Generator, one per group, drawn up front, so the result
@@ -439,8 +438,10 @@ def coarse_groups(n_points: int, n_landmark: int, rng: np.random.Generator, seed
     n_coarse = int(sample_labels.max()) + 1
     centres = np.stack([sample_points[sample_labels == c].mean(axis=0) for c in range(n_coarse)])
     _, coarse_labels = np.unique(nearest(centres), return_inverse=True)
-    counts = _allocate(np.bincount(coarse_labels), min(n_landmark, n_points))
-    return coarse_labels, counts, rng.spawn(len(counts))
+    sizes = np.bincount(coarse_labels)
+    counts = _allocate(sizes, min(n_landmark, n_points))
+    members_by_group = np.split(np.argsort(coarse_labels, kind="stable"), np.cumsum(sizes)[:-1])
+    return members_by_group, counts, rng.spawn(len(counts))
 
 
 class LandmarkOperator:

@@ -326,11 +326,9 @@ def cluster_landmarks(features, n_landmark: int, rng: np.random.Generator, devic
         centres = torch.as_tensor(centres, device=device)
         return _nearest_centres(features[None], centres[None], None)[0][0].cpu().numpy()
 
-    coarse_labels, counts, group_rngs = landmarks.coarse_groups(
+    members_by_group, counts, group_rngs = landmarks.coarse_groups(
         n, n_landmark, rng, "random", rows_of=lambda rows: features[torch.as_tensor(rows, device=device)].cpu().numpy(),
         nearest=nearest)
-    sizes = np.bincount(coarse_labels)
-    members_by_group = np.split(np.argsort(coarse_labels, kind="stable"), np.cumsum(sizes)[:-1])
     fine_by_group = {}
     to_split = []
     for group, members in enumerate(members_by_group):
