@@ -143,13 +143,15 @@ def test_torch_landmark_stage_agrees_with_numpy(digits, stride, monkeypatch):
     kernel = kernel_mod.multislice_kernel(zscore_units(digits.data))
     torch_backend = get_backend("torch")
     expected = NUMPY.landmark_features(kernel, 20, np.random.default_rng(4), stride=stride, n_threads=1)
-    got = torch_backend.landmark_features(kernel, 20, np.random.default_rng(4), stride=stride, n_threads=1)
+    on_device = torch_backend.landmark_kernel(kernel)
+    assert isinstance(on_device, torch_landmarks.DeviceKernel)
+    got = torch_backend.landmark_features(on_device, 20, np.random.default_rng(4), stride=stride, n_threads=1)
     got = torch_backend.to_numpy(got)
     assert got.shape == expected.shape == (kernel.shape[0], 20) and got.dtype == np.float32
     np.testing.assert_allclose(got, expected, atol=1e-3 * np.abs(expected).max())
     labels = NUMPY.cluster_landmarks(expected, 200, np.random.default_rng(5), n_threads=1, seeding="random")
     expected_op = NUMPY.landmark_operator(kernel, labels, n_threads=1)
-    got_op = torch_backend.landmark_operator(kernel, labels, n_threads=1)
+    got_op = torch_backend.landmark_operator(on_device, labels, n_threads=1)
     symmetric = torch_backend.to_numpy(got_op.symmetric)
     assert symmetric.shape == (200, 200)
     np.testing.assert_allclose(symmetric, expected_op.symmetric, atol=1e-5)
@@ -188,6 +190,7 @@ def test_torch_landmark_stage_keeps_a_lean_kernel_on_the_host(digits):
     kernel = kernel_mod.multislice_kernel(zscore_units(digits.data), store_blocks=False)
     torch_backend = get_backend("torch")
     expected = NUMPY.landmark_features(kernel, 20, np.random.default_rng(4), stride=2, n_threads=1)
+    assert torch_backend.landmark_kernel(kernel) is kernel  # torch's CPU: not built again there
     got = torch_backend.landmark_features(kernel, 20, np.random.default_rng(4), stride=2, n_threads=1)
     np.testing.assert_array_equal(got, expected)
     labels = landmarks.cluster_landmarks(expected, 200, np.random.default_rng(5))
@@ -255,7 +258,7 @@ def test_a_fit_with_a_lean_kernel_built_on_the_device_matches_numpy(digits, monk
     monkeypatch.setattr(torch_landmarks, "_BUILD_CHUNK_ENTRIES", 5 * 48 * 48)  # several chunks
     params = dict(n_landmark=200, spectral_stride=2, random_state=0)
     fits = {device: MPHATE(**params, device=device).fit(digits) for device in ("cpu", "torch")}
-    assert len(built) == 2  # spectral coordinates and landmark operator, both from the features
+    assert len(built) == 1  # once, for both the spectral coordinates and the landmark operator
     assert fits["torch"].t_ == fits["cpu"].t_
     scores = {device: neighbor_preservation(est.embedding_, digits, k=10) for device, est in fits.items()}
     for kind, floor in FLOORS.items():

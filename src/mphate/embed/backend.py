@@ -31,9 +31,15 @@ class NumpyBackend:
     name = "numpy"
     device = "cpu"
 
+    def landmark_kernel(self, kernel):
+        """The kernel as this backend's landmark steps take it (:meth:`landmark_features`,
+        :meth:`landmark_operator`), made once for both: here the kernel itself."""
+        return kernel
+
     def landmark_features(self, kernel, n_components: int, rng: np.random.Generator, *, stride, n_threads: int):
-        """Spectral coordinates of every point (:func:`mphate.embed.landmarks.landmark_features`):
-        float32 (N, n_components), on the backend. The kernel works on its own ``n_threads``."""
+        """Spectral coordinates of every point (:func:`mphate.embed.landmarks.landmark_features`)
+        of a :meth:`landmark_kernel`: float32 (N, n_components), on the backend. The kernel
+        works on its own ``n_threads``."""
         return landmarks.landmark_features(kernel, n_components, rng, stride=stride)
 
     def cluster_landmarks(self, features, n_landmark: int, rng: np.random.Generator, *, n_threads: int,
@@ -122,14 +128,21 @@ class TorchBackend:
         self.device = device
         self._ops = torch_dense
 
-    def _kernel_fits_the_device(self, kernel) -> bool:
-        # a lean kernel comes to a GPU with room for its blocks; elsewhere it stays on the host
-        return isinstance(kernel, MultisliceKernel) and self._landmark_ops().fits_on_device(kernel, self.device)
+    def landmark_kernel(self, kernel):
+        """A :class:`~mphate.embed.torch_landmarks.DeviceKernel` (copied, or built from a lean
+        kernel's features on a GPU with room), or the host kernel where it stays on the host."""
+        ops = self._landmark_ops()
+        if isinstance(kernel, MultisliceKernel) and ops.fits_on_device(kernel, self.device):
+            return ops.DeviceKernel.of(kernel, self.device)
+        return kernel
+
+    def _on_device(self, kernel) -> bool:
+        return isinstance(kernel, self._landmark_ops().DeviceKernel)
 
     def landmark_features(self, kernel, n_components, rng, *, stride, n_threads):
-        if not self._kernel_fits_the_device(kernel):
+        if not self._on_device(kernel):
             return NUMPY.landmark_features(kernel, n_components, rng, stride=stride, n_threads=n_threads)
-        return self._landmark_ops().landmark_features(kernel, n_components, rng, self.device, stride=stride)
+        return self._landmark_ops().landmark_features(kernel, n_components, rng, stride=stride)
 
     def cluster_landmarks(self, features, n_landmark, rng, *, n_threads, seeding):
         if seeding != "random":  # k-means++ seeding is sequential: the host's (few points anyway)
@@ -138,9 +151,9 @@ class TorchBackend:
         return self._landmark_ops().cluster_landmarks(features, n_landmark, rng, self.device)
 
     def landmark_operator(self, kernel, labels, *, n_threads):
-        if not self._kernel_fits_the_device(kernel):
+        if not self._on_device(kernel):
             return NUMPY.landmark_operator(kernel, labels, n_threads=n_threads)
-        return self._landmark_ops().landmark_operator(kernel, labels, self.device)
+        return self._landmark_ops().landmark_operator(kernel, labels)
 
     @staticmethod
     def _landmark_ops():

@@ -273,7 +273,9 @@ class LandmarkStage(Stage):
             return
         rng = res.rng(self.name)
         with res.log.step("spectral coordinates"):
-            coords = backend.landmark_features(kernel, p["n_svd"], rng, stride=p["stride"],
+            # made once for both kernel steps (a GPU copies or builds the kernel here)
+            products_kernel = backend.landmark_kernel(kernel)
+            coords = backend.landmark_features(products_kernel, p["n_svd"], rng, stride=p["stride"],
                                                n_threads=res.n_threads)
         seeding = landmarks.landmark_seeding(kernel.shape[0], p["n_landmark"])
         with res.log.step("landmark clustering"):
@@ -281,7 +283,8 @@ class LandmarkStage(Stage):
                                                seeding=seeding)
             del coords
         with res.log.step("landmark operator"):
-            state.operator = backend.landmark_operator(kernel, labels, n_threads=res.n_threads)
+            state.operator = backend.landmark_operator(products_kernel, labels, n_threads=res.n_threads)
+            del products_kernel
 
 
 class SpectrumStage(Stage):

@@ -280,11 +280,10 @@ def _orthonormalize(vectors):
     return source
 
 
-def landmark_features(host_kernel, n_components: int, rng: np.random.Generator, device, stride=1):
-    """:func:`mphate.embed.landmarks.landmark_features` on a device, for a stored kernel:
-    a tensor (N, n_components) float32 on the device."""
-    kernel = DeviceKernel.of(host_kernel, device)
-    stride = effective_stride(stride, kernel.n_slices, kernel.n_units) if stride != 1 else 1
+def landmark_features(kernel: DeviceKernel, n_components: int, rng: np.random.Generator, stride=1):
+    """:func:`mphate.embed.landmarks.landmark_features` on the kernel's device: a tensor
+    (N, n_components) float32 there."""
+    stride = effective_stride(stride, kernel.n_slices, kernel.n_units)
     if stride == 1:
         coords = spectral_features(kernel, n_components, rng)
     else:
@@ -452,19 +451,18 @@ def _aggregate(kernel: DeviceKernel, labels, n_groups: int):
     return torch.sparse_coo_tensor(entries, values, size=shape, check_invariants=False).coalesce()
 
 
-def landmark_operator(host_kernel, labels: np.ndarray, device,
+def landmark_operator(kernel: DeviceKernel, labels: np.ndarray,
                       drop_below: float = LANDMARK_DROP_BELOW) -> LandmarkOperator:
-    """:func:`mphate.embed.landmarks.landmark_operator` on a device, for a stored kernel.
+    """:func:`mphate.embed.landmarks.landmark_operator` on the kernel's device.
 
     ``symmetric`` (L, L) stays on the device (the eigendecomposition that follows runs there);
     ``point_to_landmark`` comes home as CSR (the t search and the embedding map layouts with it),
     ``scale`` as NumPy.
     """
-    kernel = DeviceKernel.of(host_kernel, device)
+    device = kernel.blocks.device
     n = kernel.shape[0]
     n_groups = int(labels.max()) + 1
     affinity = _aggregate(kernel, torch.as_tensor(labels, device=device), n_groups)
-    del kernel
     rows, cols = affinity.indices()
     vals = affinity.values()
     del affinity
