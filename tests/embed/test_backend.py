@@ -75,12 +75,14 @@ def test_each_backend_is_deterministic_under_a_seed(digits, device, n_landmark):
     assert not np.allclose(first, other)
 
 
-def test_changing_the_device_reruns_the_stages_after_the_kernel(digits):
+def test_changing_the_device_reruns_every_stage(digits):
+    # from the kernel on: a lean kernel's bandwidth is computed on the backend
     pytest.importorskip("torch")
     est = MPHATE(n_landmark=300, random_state=0).fit(digits)
     est.set_params(device="torch").fit(digits)
-    assert "spectral coordinates" in est.timings_ and "eigendecomposition" in est.timings_
-    assert "kernel" not in est.timings_
+    assert {"kernel", "spectral coordinates", "eigendecomposition"} <= set(est.timings_)
+    est.set_params(t=est.t_).fit(digits)
+    assert "kernel" not in est.timings_ and "spectral coordinates" not in est.timings_
 
 
 def test_the_torch_path_brings_no_landmark_by_landmark_array_to_the_host(digits, monkeypatch):
@@ -135,16 +137,16 @@ def test_torch_landmark_stage_agrees_with_numpy(digits, stride, monkeypatch):
     # spectral coordinates (on every slice, and on every 2nd slice then spread along time) and
     # the landmark operator, from the same kernel and the same generator
     pytest.importorskip("torch")
-    from mphate.embed import kernel as kernel_mod, torch_landmarks
+    from mphate.embed import kernel as kernel_mod, torch_kernel
     from mphate.embed.backend import NUMPY, get_backend
     from mphate.embed.normalize import zscore_units
 
-    monkeypatch.setattr(torch_landmarks, "_BUILD_CHUNK_ENTRIES", 7 * 30 * 30)  # W in several unit chunks
+    monkeypatch.setattr(torch_kernel, "BUILD_CHUNK_ENTRIES", 7 * 30 * 30)  # W in several unit chunks
     kernel = kernel_mod.multislice_kernel(zscore_units(digits.data))
     torch_backend = get_backend("torch")
     expected = NUMPY.landmark_features(kernel, 20, np.random.default_rng(4), stride=stride, n_threads=1)
     on_device = torch_backend.landmark_kernel(kernel)
-    assert isinstance(on_device, torch_landmarks.DeviceKernel)
+    assert isinstance(on_device, torch_kernel.DeviceKernel)
     got = torch_backend.landmark_features(on_device, 20, np.random.default_rng(4), stride=stride, n_threads=1)
     got = torch_backend.to_numpy(got)
     assert got.shape == expected.shape == (kernel.shape[0], 20) and got.dtype == np.float32
@@ -221,44 +223,83 @@ def test_a_lean_kernel_built_on_the_device_equals_the_stored_one(digits, monkeyp
     # a GPU with room builds a lean kernel's blocks itself (the host keeps only features); here
     # the build runs on torch's CPU device, in small chunks, against the host's stored kernel
     pytest.importorskip("torch")
-    from mphate.embed import kernel as kernel_mod, torch_landmarks
+    from mphate.embed import kernel as kernel_mod, torch_kernel
     from mphate.embed.normalize import zscore_units
 
-    monkeypatch.setattr(torch_landmarks, "_BUILD_CHUNK_ENTRIES", 5 * 48 * 48)  # several chunks
+    monkeypatch.setattr(torch_kernel, "BUILD_CHUNK_ENTRIES", 5 * 48 * 48)  # several chunks
     features = zscore_units(digits.data)
     stored = kernel_mod.multislice_kernel(features, store_blocks=True)
     lean = kernel_mod.multislice_kernel(features, store_blocks=False)
     assert lean.lean and lean.interslice_eps == stored.interslice_eps
-    built = torch_landmarks.DeviceKernel.from_features(lean, "cpu")
-    copied = torch_landmarks.DeviceKernel.from_kernel(stored, "cpu")
+    built = torch_kernel.DeviceKernel.from_features(lean, "cpu")
+    copied = torch_kernel.DeviceKernel.from_kernel(stored, "cpu")
     # float32 distance expansions summed in another order: a few 1e-5 apart
     np.testing.assert_allclose(built.blocks.numpy(), copied.blocks.numpy(), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(built.intraslice.to_dense().numpy(), copied.intraslice.to_dense().numpy(),
                                rtol=1e-4, atol=1e-6)
     assert built.intraslice.values().shape == copied.intraslice.values().shape  # the same entries kept
-    assert not torch_landmarks.fits_on_device(lean, "cpu")  # host memory: the lean path stays lean
-    assert torch_landmarks.fits_on_device(stored, "cpu")
+    assert not torch_kernel.fits_on_device(lean, "cpu")  # host memory: the lean path stays lean
+    assert torch_kernel.fits_on_device(stored, "cpu")
+
+
+@pytest.mark.parametrize("n_slices", [30, 29])  # np.median: the mean of two middles, or the middle
+def test_torch_interslice_bandwidth_equals_numpy(digits, n_slices, monkeypatch):
+    # the kernel stage's pass over every unit's history, on the device, in several unit chunks
+    pytest.importorskip("torch")
+    from mphate.embed import kernel as kernel_mod, torch_kernel
+    from mphate.embed.backend import NUMPY, get_backend
+    from mphate.embed.normalize import zscore_units
+
+    monkeypatch.setattr(torch_kernel, "BUILD_CHUNK_ENTRIES", 7 * n_slices * n_slices)
+    features = zscore_units(digits.data[:n_slices])
+    for knn in (1, 5, n_slices - 1):
+        expected = NUMPY.interslice_bandwidth(features, knn, n_threads=1)
+        got = get_backend("torch").interslice_bandwidth(features, knn, n_threads=1)
+        assert isinstance(got, float)
+        # the float32 |x|^2 + |y|^2 - 2 x.y expansion on both, summed in another order: the
+        # nearest distances carry ~1e-3 of rounding each (1e-4 in the mean); a neighbour off by
+        # one, or the lower middle for the median, moves it by percents
+        assert got == pytest.approx(expected, rel=5e-4), knn
+    # and what the stage does with it: the lean kernel takes it as given
+    lean = kernel_mod.multislice_kernel(features, store_blocks=False, interslice_eps=0.25)
+    assert lean.lean and lean.interslice_eps == 0.25
+    with pytest.raises(ValueError, match="lean kernels"):
+        kernel_mod.multislice_kernel(features, store_blocks=True, interslice_eps=0.25)
+    # every unit the same at every slice: both give the host's fallback bandwidth, 1
+    constant = np.ones((n_slices, 4, 3), dtype=np.float32)
+    assert get_backend("torch").interslice_bandwidth(constant, 5, n_threads=1) == 1.0
+    assert NUMPY.interslice_bandwidth(constant, 5, n_threads=1) == 1.0
 
 
 def test_a_fit_with_a_lean_kernel_built_on_the_device_matches_numpy(digits, monkeypatch):
     # what a GPU with room does for every trace of 20,000 points or more (their spectral step
     # runs on a slice subsample, so the kernel is lean): here torch's CPU device plays the GPU
     pytest.importorskip("torch")
-    from mphate.embed import torch_landmarks
+    from mphate.embed import torch_kernel
 
     built = []
-    original = torch_landmarks.DeviceKernel.from_features.__func__
+    original = torch_kernel.DeviceKernel.from_features.__func__
 
     def recording(cls, kernel, device):
         built.append(kernel.shape)
         return original(cls, kernel, device)
 
-    monkeypatch.setattr(torch_landmarks, "fits_on_device", lambda kernel, device: True)
-    monkeypatch.setattr(torch_landmarks.DeviceKernel, "from_features", classmethod(recording))
-    monkeypatch.setattr(torch_landmarks, "_BUILD_CHUNK_ENTRIES", 5 * 48 * 48)  # several chunks
+    bandwidths = []
+    original_bandwidth = torch_kernel.interslice_bandwidth
+
+    def recording_bandwidth(features, knn, device):
+        bandwidths.append(original_bandwidth(features, knn, device))
+        return bandwidths[-1]
+
+    monkeypatch.setattr(torch_kernel, "interslice_bandwidth", recording_bandwidth)
+    monkeypatch.setattr(torch_kernel, "fits_on_device", lambda kernel, device: True)
+    monkeypatch.setattr(torch_kernel.DeviceKernel, "from_features", classmethod(recording))
+    monkeypatch.setattr(torch_kernel, "BUILD_CHUNK_ENTRIES", 5 * 48 * 48)  # several chunks
     params = dict(n_landmark=200, spectral_stride=2, random_state=0)
     fits = {device: MPHATE(**params, device=device).fit(digits) for device in ("cpu", "torch")}
     assert len(built) == 1  # once, for both the spectral coordinates and the landmark operator
+    assert len(bandwidths) == 1  # the kernel stage's bandwidth came from the device
+    assert bandwidths[0] == pytest.approx(fits["cpu"]._state.kernel.interslice_eps, rel=5e-4)
     assert fits["torch"].t_ == fits["cpu"].t_
     scores = {device: neighbor_preservation(est.embedding_, digits, k=10) for device, est in fits.items()}
     for kind, floor in FLOORS.items():

@@ -1,7 +1,8 @@
 """The array library of the stages after the kernel, chosen once per fit.
 
-The kernel itself (nearest neighbours, bandwidths, affinities) is built on NumPy/SciPy. The
-landmark stage (spectral coordinates, the k-means, the landmark operator) and the dense stages
+The kernel stage's one pass over every unit's history (the interslice bandwidth) runs on the
+backend; the rest of the kernel (intraslice neighbours, affinities) is built on NumPy/SciPy, or
+by a GPU with room in the landmark stage. The landmark stage (spectral coordinates, the k-means, the landmark operator) and the dense stages
 after it (eigendecomposition, the power ``P^t``, the
 potential, distances, SMACOF, on ``n_landmark x n_landmark`` arrays) are the part a GPU speeds
 up. They reach their array library only through a backend, which :func:`get_backend` picks
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mphate.embed import diffusion, landmarks, mds, t_search
+from mphate.embed import diffusion, kernel as kernel_mod, landmarks, mds, t_search
 from mphate.embed.kernel import MultisliceKernel
 
 DEVICES = ("cpu", "torch", "cuda", "mps")
@@ -30,6 +31,11 @@ class NumpyBackend:
 
     name = "numpy"
     device = "cpu"
+
+    def interslice_bandwidth(self, features: np.ndarray, knn: int, *, n_threads: int) -> float:
+        """:func:`mphate.embed.kernel.interslice_bandwidth` of NumPy ``features``
+        (n_slices, n_units, n_features) float32: a float."""
+        return kernel_mod.interslice_bandwidth(features, knn, n_threads)
 
     def landmark_kernel(self, kernel):
         """The kernel as this backend's landmark steps take it (:meth:`landmark_features`,
@@ -128,16 +134,19 @@ class TorchBackend:
         self.device = device
         self._ops = torch_dense
 
+    def interslice_bandwidth(self, features, knn, *, n_threads):
+        return self._kernel_ops().interslice_bandwidth(features, knn, self.device)
+
     def landmark_kernel(self, kernel):
-        """A :class:`~mphate.embed.torch_landmarks.DeviceKernel` (copied, or built from a lean
+        """A :class:`~mphate.embed.torch_kernel.DeviceKernel` (copied, or built from a lean
         kernel's features on a GPU with room), or the host kernel where it stays on the host."""
-        ops = self._landmark_ops()
+        ops = self._kernel_ops()
         if isinstance(kernel, MultisliceKernel) and ops.fits_on_device(kernel, self.device):
             return ops.DeviceKernel.of(kernel, self.device)
         return kernel
 
     def _on_device(self, kernel) -> bool:
-        return isinstance(kernel, self._landmark_ops().DeviceKernel)
+        return isinstance(kernel, self._kernel_ops().DeviceKernel)
 
     def landmark_features(self, kernel, n_components, rng, *, stride, n_threads):
         if not self._on_device(kernel):
@@ -154,6 +163,12 @@ class TorchBackend:
         if not self._on_device(kernel):
             return NUMPY.landmark_operator(kernel, labels, n_threads=n_threads)
         return self._landmark_ops().landmark_operator(kernel, labels)
+
+    @staticmethod
+    def _kernel_ops():
+        from mphate.embed import torch_kernel
+
+        return torch_kernel
 
     @staticmethod
     def _landmark_ops():

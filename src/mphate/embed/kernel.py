@@ -302,10 +302,11 @@ def interslice_bandwidth(data: np.ndarray, knn: int, n_threads: int = 1) -> floa
     ----------
     data : ndarray, shape (n_slices, n_units, n_features), float32
     """
-    return _mean_bandwidth(_median_kth_distance(data, knn, n_threads=n_threads))
+    return mean_bandwidth(_median_kth_distance(data, knn, n_threads=n_threads))
 
 
-def _mean_bandwidth(medians: np.ndarray) -> float:
+def mean_bandwidth(medians: np.ndarray) -> float:
+    """The interslice bandwidth from each unit's median k-th neighbour distance, shape (n_units,)."""
     eps = float(medians.mean())
     if not eps > 0:
         # every unit identical at every slice: any positive bandwidth links them fully
@@ -368,6 +369,18 @@ class MultisliceKernel:
     @property
     def lean(self) -> bool:
         return self._blocks is None
+
+    @property
+    def features(self) -> np.ndarray | None:
+        """A lean kernel's (normalised) features, shape (n_slices, n_units, n_features) float32,
+        from which both parts are recomputed; None when stored."""
+        return self._features
+
+    @property
+    def stored_blocks(self) -> np.ndarray | None:
+        """A stored kernel's interslice blocks, shape (n_units, n_slices, n_slices) float32 (zero
+        diagonals); None when lean."""
+        return self._blocks
 
     @property
     def shape(self):
@@ -656,6 +669,12 @@ class MultisliceKernel:
         return (self.intraslice + inter).tocsr()
 
 
+def stores_blocks(n_slices: int, n_units: int) -> bool:
+    """Whether :func:`multislice_kernel` with ``store_blocks=None`` keeps the interslice blocks:
+    when they take at most 2 GB (float32, n_units x n_slices x n_slices)."""
+    return 4 * n_units * n_slices * n_slices <= _MAX_STORED_BLOCK_BYTES
+
+
 def multislice_kernel(
     data: np.ndarray,
     *,
@@ -664,6 +683,7 @@ def multislice_kernel(
     decay: float = 5.0,
     threshold: float = KERNEL_THRESHOLD,
     store_blocks: bool | None = None,
+    interslice_eps: float | None = None,
     n_threads: int = 1,
 ) -> MultisliceKernel:
     """Build the multislice kernel of a (normalised) trace.
@@ -674,24 +694,32 @@ def multislice_kernel(
     store_blocks : bool or None
         Keep both parts in memory (fast), or keep a reference to ``data`` and recompute them
         chunk by chunk whenever they are used (lean). None chooses lean when the interslice
-        blocks would take more than 2 GB.
+        blocks would take more than 2 GB (:func:`stores_blocks`).
+    interslice_eps : float, optional
+        A lean kernel's interslice bandwidth, when computed elsewhere (on a torch device:
+        :func:`mphate.embed.torch_kernel.interslice_bandwidth`); default: computed here. A
+        stored kernel computes it in the same pass as its blocks and takes none.
     n_threads : int
         Worker threads, for building the kernel and for its later operations.
     """
     data = np.ascontiguousarray(data, dtype=np.float32)
     n_slices, n_units, _ = data.shape
     if store_blocks is None:
-        store_blocks = 4 * n_units * n_slices * n_slices <= _MAX_STORED_BLOCK_BYTES
+        store_blocks = stores_blocks(n_slices, n_units)
+    if store_blocks and interslice_eps is not None:
+        raise ValueError("interslice_eps is for lean kernels (store_blocks=False): a stored kernel "
+                         "computes its bandwidth in the pass that makes its blocks")
     settings = dict(n_slices=n_slices, n_units=n_units, intraslice_knn=intraslice_knn,
                     decay=decay, threshold=threshold, n_threads=n_threads)
     if not store_blocks:
         # lean: keep only the (slice-major) features; both parts are recomputed when used
-        eps = interslice_bandwidth(data, interslice_knn, n_threads)
-        return MultisliceKernel(**settings, interslice_eps=eps, features=data)
+        if interslice_eps is None:
+            interslice_eps = interslice_bandwidth(data, interslice_knn, n_threads)
+        return MultisliceKernel(**settings, interslice_eps=float(interslice_eps), features=data)
     intra = intraslice_kernel(data, intraslice_knn, decay, threshold, n_threads)
     # one pass of distances serves the bandwidth and, turned into affinities in place, the blocks
     blocks = np.empty((n_units, n_slices, n_slices), dtype=np.float32)
-    eps = _mean_bandwidth(_median_kth_distance(data, interslice_knn, out_sq=blocks, n_threads=n_threads))
+    eps = mean_bandwidth(_median_kth_distance(data, interslice_knn, out_sq=blocks, n_threads=n_threads))
 
     def to_affinity(bounds):
         u0, u1 = bounds

@@ -26,7 +26,8 @@ with the same trace:
 parameter changed                                           stages rerun
 ==========================================================  ==============================
 the trace, intraslice_knn, interslice_knn, decay, normalize  all
-n_landmark, n_svd, spectral_stride, random_state, device     landmarks onwards
+device                                                      all
+n_landmark, n_svd, spectral_stride, random_state            landmarks onwards
 t, t_max                                                    diffusion time onwards
 gamma, n_components, mds, mds_max_iter, mds_tol             embedding (diffusion time onwards
                                                             under t="auto", which scores
@@ -233,19 +234,28 @@ class KernelStage(Stage):
     """Z-score each (slice, unit) vector, then build the multislice kernel.
 
     Params: ``intraslice_knn``, ``interslice_knn``, ``decay``, ``normalize``, ``store_blocks``
-    (see :func:`mphate.embed.kernel.multislice_kernel`). Drops ``state.data`` afterwards: a
-    float32 copy of a float16 or integer trace is no longer needed.
+    (see :func:`mphate.embed.kernel.multislice_kernel`). A lean kernel (the features and its
+    bandwidth) gets its bandwidth from the backend: that pass over every unit's history is all
+    the work a lean kernel's stage does. Drops ``state.data`` afterwards: a float32 copy of a
+    float16 or integer trace is no longer needed.
     """
 
     name = "kernel"
+    on_backend = True  # a lean kernel's bandwidth is computed on it
 
     def run(self, state, res):
         p = self.params
         with res.log.step("kernel"):
             features = zscore_units(state.data) if p["normalize"] else state.data.astype(np.float32)
+            n_slices, n_units, _ = features.shape
+            store = p["store_blocks"]
+            if store is None:
+                store = kernel_mod.stores_blocks(n_slices, n_units)
+            eps = None if store else res.backend.interslice_bandwidth(features, p["interslice_knn"],
+                                                                      n_threads=res.n_threads)
             state.kernel = kernel_mod.multislice_kernel(
                 features, intraslice_knn=p["intraslice_knn"], interslice_knn=p["interslice_knn"],
-                decay=p["decay"], store_blocks=p["store_blocks"], n_threads=res.n_threads,
+                decay=p["decay"], store_blocks=store, interslice_eps=eps, n_threads=res.n_threads,
             )
         state.features = features
         state.data = None
