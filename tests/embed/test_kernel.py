@@ -59,6 +59,29 @@ def test_kernel_matches_direct_definition(small, store_blocks):
     assert ((got > 0) == (expected > 0))[np.abs(expected - KERNEL_THRESHOLD) > 1e-5].all()
 
 
+@pytest.mark.parametrize("store_blocks", [True, False])
+def test_slowly_drifting_units_far_from_the_origin_keep_exact_interslice_links(store_blocks):
+    # a unit's history lies close together far from the origin (z-scored vectors have
+    # |x|^2 = n_features): the float32 |x|^2 + |y|^2 - 2 x.y expansion would cancel away most
+    # of the interslice distances (as in a small-learning-rate SGD run)
+    rng = np.random.default_rng(0)
+    start = rng.normal(size=(1, 5, 100))
+    drift = np.cumsum(rng.normal(scale=3e-3, size=(40, 5, 100)), axis=0)
+    data = zscore_units((start + drift).astype(np.float32))
+    expected, eps = reference_kernel(data, intraslice_knn=2, interslice_knn=4, decay=5)
+    kernel = multislice_kernel(data, intraslice_knn=2, interslice_knn=4, decay=5, store_blocks=store_blocks)
+    assert kernel.interslice_eps == pytest.approx(eps, rel=1e-4)
+    np.testing.assert_allclose(kernel.to_sparse().toarray(), expected, atol=1e-4)
+    # the lean kernel's interpolation recomputes links to some slices the same way
+    slices = np.arange(0, 40, 3)
+    values = rng.normal(size=(len(slices), 5, 2)).astype(np.float32)
+    spread = kernel.interpolate_from_slices(slices, values)
+    weights = expected.reshape(40, 5, 40, 5)[:, np.arange(5), :, np.arange(5)][:, :, slices]  # (unit, s, given)
+    weights[:, slices, np.arange(len(slices))] = 1.0
+    direct = np.einsum("usg,gum->sum", weights / weights.sum(axis=2, keepdims=True), values)
+    np.testing.assert_allclose(spread, direct, atol=1e-4)
+
+
 def test_kernel_structure(small):
     n_slices, n_units, _ = small.shape
     dense = multislice_kernel(small, interslice_knn=4).to_sparse().toarray()

@@ -172,3 +172,24 @@ def test_refit_replaces_the_out_of_sample_slices_by_a_full_fit_aligned_to_the_fr
     assert frame.kind == "refit" and frame.reason == "the run stopped" and frame.n_new == 0
     assert inc.n_fit_slices_ == 10 and inc.embedding_.shape == before.shape
     assert frame.residual is not None and frame.residual < RESIDUAL_BOUND  # aligned to the frame it replaced
+
+
+def test_extension_links_are_exact_for_slowly_drifting_units_far_from_the_origin():
+    # a new slice's links to each unit's history: z-scored vectors (|x|^2 = n_trace) that move
+    # little between slices, where a float32 |x|^2 + |y|^2 - 2 x.y expansion would cancel
+    from mphate.embed.kernel import KERNEL_THRESHOLD
+    from mphate.embed.normalize import zscore_units
+
+    rng = np.random.default_rng(0)
+    start = rng.normal(size=(1, 24, 100))
+    data = (start + np.cumsum(rng.normal(scale=3e-3, size=(34, 24, 100)), axis=0)).astype(np.float32)
+    inc = IncrementalMPHATE(small_estimator(), refit_growth=None, refit_tolerance=None, min_fit_slices=30)
+    inc.partial_fit(data[:30]).partial_fit(data[30:31])
+    assert inc.n_fit_slices_ == 30 and inc.n_slices_ == 31  # slice 30 was an extension
+    weights, sq = inc._interslice_weights(30)
+    feats = zscore_units(data[:31]).astype(np.float64)
+    exact_sq = ((feats[:30] - feats[30][None]) ** 2).sum(axis=2).T  # (units, earlier slices)
+    np.testing.assert_allclose(sq, exact_sq, rtol=1e-4, atol=1e-7)
+    exact = np.exp(-exact_sq / inc._eps ** 2)
+    exact[exact < KERNEL_THRESHOLD] = 0
+    np.testing.assert_allclose(weights, exact, atol=1e-5)

@@ -74,7 +74,7 @@ class DeviceKernel:
         diagonal = torch.arange(n_slices, device=device)
         chunk = max(1, BUILD_CHUNK_ENTRIES // (n_slices * n_slices))
         for u0 in range(0, n_units, chunk):
-            slab = features[:, u0:u0 + chunk].transpose(0, 1)  # (units, slices, features)
+            slab = _centred_units(features, u0, u0 + chunk)
             affinity = batched_sq_distances(slab).mul_(inv_eps_sq).exp_()
             affinity[affinity < kernel.threshold] = 0.0
             affinity[:, diagonal, diagonal] = 0.0
@@ -236,8 +236,7 @@ def interslice_bandwidth(features, knn: int, device) -> float:
     chunk = max(1, BUILD_CHUNK_ENTRIES // (n_slices * n_slices))
     middle = n_slices // 2
     for u0 in range(0, n_units, chunk):
-        slab = on_device[:, u0:u0 + chunk].transpose(0, 1)  # (units, slices, features)
-        sq = batched_sq_distances(slab)
+        sq = batched_sq_distances(_centred_units(on_device, u0, u0 + chunk))
         # the knn-th smallest entry of each row, the row's own zero counted as the 0-th
         kth = torch.kthvalue(sq, knn + 1, dim=2).values.double().sqrt_()
         del sq
@@ -246,3 +245,10 @@ def interslice_bandwidth(features, knn: int, device) -> float:
         medians[u0:u0 + len(kth)] = (ordered[:, middle] if n_slices % 2
                                      else (ordered[:, middle - 1] + ordered[:, middle]) / 2)
     return mean_bandwidth(medians.cpu().numpy())
+
+
+def _centred_units(features, u0: int, u1: int):
+    """Units u0..u1 of slice-major features as unit-major rows, each unit's history centred:
+    (u1 - u0, n_slices, n_features), as :func:`mphate.embed.kernel._unit_slab` (why: there)."""
+    slab = features[:, u0:u1].transpose(0, 1)
+    return slab - slab.mean(dim=1, keepdim=True)

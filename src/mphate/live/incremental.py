@@ -122,6 +122,10 @@ class _GrowingArray:
         return self._view(self.buffer, self.n)
 
 
+#: entries of the (units, earlier slices, features) differences one extension step forms at once
+_DIFFERENCE_CHUNK_ENTRIES = 2**24
+
+
 def _knn_sets(points: np.ndarray, k: int) -> np.ndarray:
     """Indices of each row's k nearest other rows, shape (n, k)."""
     points = np.asarray(points, dtype=np.float64)
@@ -367,7 +371,6 @@ class IncrementalMPHATE:
         drawn = len(self.embedding_)  # the previous frame: what a refit is aligned to
         self._raw.append(data)
         feats = zscore_units(data) if self._template().normalize else data
-        self._norms.append(np.einsum("suf,suf->su", feats, feats).T)
         self._features.append(feats.transpose(1, 0, 2))
         extended = 0
         if self.estimator_ is not None:
@@ -419,7 +422,6 @@ class IncrementalMPHATE:
         self.n_units_ = int(n_units)
         self._raw = _GrowingArray((0, n_units, n_trace), axis=0)
         self._features = _GrowingArray((n_units, 0, n_trace), axis=1)  # unit-major: fast links
-        self._norms = _GrowingArray((n_units, 0), axis=1)
         self.estimator_ = None
         self.frames_ = []
         self.embedding_ = np.empty((0, self._template().n_components))
@@ -543,11 +545,16 @@ class IncrementalMPHATE:
         weights : ndarray, shape (n_units, s), thresholded Gaussian of the fit's bandwidth
         sq : ndarray, shape (n_units, s), squared distances
         """
-        feats, norms = self._features.view(), self._norms.view()
+        feats = self._features.view()
+        n_units, _, n_features = feats.shape
         new = feats[:, s, :]  # (U, F)
-        dots = np.matmul(feats[:, :s, :], new[:, :, None])[:, :, 0]  # (U, s)
-        sq = norms[:, :s] + norms[:, s : s + 1] - 2 * dots
-        np.maximum(sq, 0, out=sq)
+        # from differences, not the |x|^2 + |y|^2 - 2 x.y expansion: a unit's history lies close
+        # together far from the origin, where that cancels in float32 (mphate.embed.kernel._unit_slab)
+        sq = np.empty((n_units, s), dtype=np.float32)
+        step = max(1, _DIFFERENCE_CHUNK_ENTRIES // max(1, s * n_features))
+        for u0 in range(0, n_units, step):
+            difference = feats[u0:u0 + step, :s, :] - new[u0:u0 + step, None, :]
+            np.einsum("usf,usf->us", difference, difference, out=sq[u0:u0 + step])
         weights = np.exp(sq * np.float32(-1.0 / self._eps**2))
         weights[weights < KERNEL_THRESHOLD] = 0.0
         return weights, sq
