@@ -372,13 +372,19 @@ class DiffusionTimeStage(Stage):
         detail, layouts = {}, {}
 
         def score(t):
-            potential = centred_potential(state.spectrum, t, p["gamma"], backend, tol=t_search.POWER_TOL)
-            layout = t_search.quick_landmark_layout(
-                potential, sample, p["n_components"], backend, metric=p["mds"] == "metric",
-                max_iter=p["mds_max_iter"], tol=p["mds_tol"], n_threads=res.n_threads)
-            del potential
-            if few_points:  # every landmark went through SMACOF: this is the full layout
-                layouts[t] = layout
+            if few_points:
+                # every landmark goes through SMACOF: the quick picture is the full layout (with the
+                # quick pictures' power tolerance), drawn by the function that frees the potential
+                # before SMACOF (the caller of a quick layout holds it throughout: 64 MB at L = 4,000)
+                layout = layouts[t] = landmark_layout(state.spectrum, t, p, backend,
+                                                      np.random.default_rng(sample.mds_seed), res.n_threads,
+                                                      power_tol=t_search.POWER_TOL)
+            else:
+                potential = centred_potential(state.spectrum, t, p["gamma"], backend, tol=t_search.POWER_TOL)
+                layout = t_search.quick_landmark_layout(
+                    potential, sample, p["n_components"], backend, metric=p["mds"] == "metric",
+                    max_iter=p["mds_max_iter"], tol=p["mds_tol"], n_threads=res.n_threads)
+                del potential
             embedding = operator.point_to_landmark @ layout
             detail[t] = t_search.preservation_score(embedding, sample, n_slices, n_units, knn=knn)
             return sum(v for v in detail[t] if v is not None)
@@ -412,7 +418,7 @@ def centred_potential(spectrum, t, gamma, backend, tol=1e-12):
     return backend.center_columns(backend.potential(spectrum.power(t, tol=tol), gamma))
 
 
-def landmark_layout(spectrum, t, p, backend, rng, n_threads, log=None):
+def landmark_layout(spectrum, t, p, backend, rng, n_threads, log=None, power_tol=1e-12):
     """The landmarks' layout at diffusion time t: potential, classical MDS, SMACOF.
 
     Parameters
@@ -421,6 +427,7 @@ def landmark_layout(spectrum, t, p, backend, rng, n_threads, log=None):
     p : dict with gamma, n_components, mds, mds_max_iter, mds_tol
     rng : numpy.random.Generator, for the classical-MDS start
     log : StageLog or None (None: silent, no timings)
+    power_tol : components of ``P^t`` lighter than this (relative) are left out
 
     Returns
     -------
@@ -428,7 +435,7 @@ def landmark_layout(spectrum, t, p, backend, rng, n_threads, log=None):
     """
     log = log or StageLog(0)
     with log.step("potential"):
-        potential = centred_potential(spectrum, t, p["gamma"], backend)
+        potential = centred_potential(spectrum, t, p["gamma"], backend, tol=power_tol)
     with log.step("classical MDS"):
         # a randomized SVD whose test matrix comes from the same seed on every backend
         init = backend.classical_mds(potential, p["n_components"], rng)
