@@ -1,15 +1,15 @@
-"""The array library of the stages after the kernel, chosen once per fit.
+"""The array library of the stages, chosen once per fit.
 
 The kernel stage's one pass over every unit's history (the interslice bandwidth) runs on the
 backend; the rest of the kernel (intraslice neighbours, affinities) is built on NumPy/SciPy, or
-by a GPU with room in the landmark stage. The landmark stage (spectral coordinates, the k-means, the landmark operator) and the dense stages
-after it (eigendecomposition, the power ``P^t``, the
-potential, distances, SMACOF, on ``n_landmark x n_landmark`` arrays) are the part a GPU speeds
-up. They reach their array library only through a backend, which :func:`get_backend` picks
-once from the estimator's ``device`` parameter: :class:`NumpyBackend` for ``"cpu"``,
-:class:`TorchBackend` (PyTorch, an optional extra) for ``"cuda"``, ``"mps"`` or ``"torch"``
-(PyTorch on the CPU, how CI checks the torch path). The stages call the backend's operations
-and never branch on it.
+by a GPU with room in the landmark stage. The landmark stage (spectral coordinates, the
+k-means, the landmark operator) and the dense stages after it (eigendecomposition, the power
+``P^t``, the potential, distances, SMACOF, on ``n_landmark x n_landmark`` arrays) are the part
+a GPU speeds up. They reach their array library only through a backend, which
+:func:`get_backend` picks once from the estimator's ``device`` parameter:
+:class:`NumpyBackend` for ``"cpu"``, :class:`TorchBackend` (PyTorch, an optional extra) for
+``"cuda"``, ``"mps"`` or ``"torch"`` (PyTorch on the CPU, how CI checks the torch path). The
+stages call the backend's operations and never branch on it.
 
 Every backend offers the same operations; arrays between them stay on the device, and
 :meth:`to_numpy` brings a result home. What comes home is small: labels (N,), the
