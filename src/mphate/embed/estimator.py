@@ -67,12 +67,13 @@ class MPHATE(ParamsMixin):
         threads as there are idle cores (measured over 50 ms at the start of the fit), since
         BLAS threads competing for busy cores are slower than one.
     device : {"cpu", "torch", "cuda", "cuda:N", "mps"}, default "cpu"
-        Where the stages after the kernel run (the landmarks' spectral coordinates, k-means and
-        operator, the eigendecomposition, the potential, MDS): NumPy on the CPU, or PyTorch (an
-        optional extra: ``pip install "mphate[torch]"``) on the CPU ("torch") or an accelerator.
-        The kernel itself is built on NumPy/SciPy. When the host keeps only its features (traces
-        of 20,000 points or more), a CUDA device with room builds its parts again for the
-        landmark stage; on other devices that stage's kernel products stay on the host.
+        Where the stages run (the landmarks' spectral coordinates, k-means and operator, the
+        eigendecomposition, the potential, MDS): NumPy on the CPU, or PyTorch (an optional
+        extra: ``pip install "mphate[torch]"``) on the CPU ("torch") or an accelerator. When the
+        host keeps only the kernel's features (traces of 20,000 points or more), the kernel
+        stage's bandwidth pass runs on the device too, and a CUDA device with room builds the
+        kernel's parts for the landmark stage; on other devices that stage's kernel products
+        stay on the host. Smaller traces' kernels are built on NumPy/SciPy.
     verbose : int, default 0
         1 prints one timed line per stage to stderr; 2 adds CPU times.
 
