@@ -28,7 +28,7 @@ class MPHATE(ParamsMixin):
     decay : float, default 5
         Alpha of the intraslice alpha-decay kernel.
     t : int, "auto" or "knee", default "auto"
-        Diffusion time. "auto" scores candidate times (a factor-2 grid from 6 to ``t_max``,
+        Diffusion time. "auto" scores candidate times (a factor-2 grid from 12 to ``t_max``,
         then the midpoints beside the best) by the intraslice + interslice neighbourhood
         preservation (k = 10, against the trace itself: no labels) of a quick version of the
         picture each gives, then draws the best three in full and takes the smallest t
