@@ -110,6 +110,8 @@ def _optimizer(torch, params, name, lr):
         return torch.optim.Adam(params, lr=lr)
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr)
     raise ValueError(name)
 
 
