@@ -269,8 +269,9 @@ def _unit_slab(data: np.ndarray, u0: int, u1: int) -> np.ndarray:
     expansion (:func:`batched_sq_distances`), and a unit's history lies close together far from
     the origin (z-scored vectors have |x|^2 = n_features): in float32 that cancels badly. On the
     pre-activation SGD 0.1 panel run, uncentred, the bandwidth came out 0.4 % off and single
-    affinities up to 0.11 off the float64 values; centred, 3e-6. Distances do not change
-    under the shift, so every caller may centre on its own slab.
+    affinities up to 0.11 off the float64 values; centred, 4e-6 and 8e-5
+    (benchmarks/interslice_precision.py). Distances do not change under the shift, so every
+    caller may centre on its own slab.
     """
     slab = np.ascontiguousarray(data[:, u0:u1, :].transpose(1, 0, 2))
     # the shift's own rounding is harmless (any shift leaves distances alone); x - mean is

@@ -86,9 +86,10 @@ def search_t(score, t_max: int, coarse=COARSE_T, rounds: int = 1, tie: float = S
     (:data:`COARSE_T`: why 12): t of 2-5 hardly diffuses (noise in the trace stays in the
     picture), the live view's out-of-sample slices fall further behind a full fit there (0.03
     interslice at t = 2 on the synthetic trace of tests/live, against 0.02 allowed), and
-    t = 6 traded intraslice for interslice preservation past the reference on a real run. The answer is the smallest scored t
-    within ``tie`` of the best score: on the flat top of a score curve, less smoothing keeps
-    more of the fine structure (interslice preservation falls with t on real runs).
+    t = 6 traded intraslice for interslice preservation past the reference on a real run. The
+    answer is the smallest scored t within ``tie`` of the best score: on the flat top of a
+    score curve, less smoothing keeps more of the fine structure (interslice preservation falls
+    with t on real runs).
 
     Parameters
     ----------
