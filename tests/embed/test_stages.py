@@ -109,6 +109,53 @@ def test_smacof_lowers_stress_and_recovers_a_planar_layout():
     assert mds.stress(target, fitted) < 0.01 < mds.stress(target, start)
 
 
+def _plain_smacof_stresses(target, start, n_iter):
+    """Raw stress before each of ``n_iter`` plain Guttman steps (no momentum), same start scaling."""
+    n = len(target)
+    delta = target.astype(np.float32)
+    delta_sq = float(np.vdot(delta, delta))
+    x = start - start.mean(axis=0)
+    cross, _ = mds._guttman_pass(delta, x, 1, scale_only=True)
+    x = x * cross / (2 * n * (x * x).sum())
+    stresses = []
+    for _ in range(n_iter):
+        x = x - x.mean(axis=0)
+        cross, x_next = mds._guttman_pass(delta, x, 1)
+        stresses.append((2 * n * float((x * x).sum()) - 2 * cross + delta_sq) / 2)
+        x = x_next
+    return np.array(stresses)
+
+
+def _raw_stress(target, layout):
+    return float(((mds.pairwise_distances(layout) - target) ** 2).sum() / 2)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_smacof_momentum_reaches_the_minimum_in_a_fraction_of_plain_steps(seed):
+    # a helix laid flat: no exact planar fit, and the unrolling is a slow mode for plain SMACOF
+    rng = np.random.default_rng(seed)
+    s = np.sort(rng.uniform(0, 4 * np.pi, 300))
+    target = mds.pairwise_distances(np.column_stack([np.cos(s), np.sin(s), 0.3 * s])).astype(np.float32)
+    start = rng.standard_normal((300, 2))
+    plain = _plain_smacof_stresses(target, start, 2000)
+    minimum = plain.min()
+    plain_steps = int(np.argmax(plain <= 1.001 * minimum)) + 1
+    fitted, n_iter = mds.smacof(target, start, max_iter=2000, tol=1e-4, weight_power=0)
+    assert _raw_stress(target, fitted) <= 1.001 * minimum
+    assert n_iter < plain_steps / 2, (n_iter, plain_steps)
+
+
+def test_smacof_stops_at_an_exact_fit_without_running_to_max_iter():
+    # the start already fits: no step can lower the stress but by rounding, and the momentum's
+    # restarts must end the loop rather than retry the same step
+    rng = np.random.default_rng(4)
+    truth = rng.standard_normal((80, 2))
+    target = mds.pairwise_distances(truth).astype(np.float32)
+    fitted, n_iter = mds.smacof(target, truth, max_iter=5000, tol=0.0, weight_power=0)
+    assert n_iter < 100
+    assert mds.stress(target, fitted) < 1e-5
+
+
 def _weighted_stress(target, layout, power):
     dist = mds.pairwise_distances(layout)
     weights = np.zeros_like(target)

@@ -54,8 +54,8 @@ class MPHATE(ParamsMixin):
         time (docs/algorithm.md).
     mds : {"metric", "classic"}, default "metric"
     mds_max_iter : int, default 300
-    mds_tol : float, default 1e-3
-        SMACOF stops when the stress falls by less than this fraction in an iteration.
+    mds_tol : float, default 1e-4
+        SMACOF stops when an (accelerated) step lowers the stress by less than this fraction.
     t_max : int, default 100
         Largest t considered by t="auto".
     random_state : int, numpy.random.Generator or None
@@ -135,7 +135,7 @@ class MPHATE(ParamsMixin):
         spectral_stride="auto",
         mds="metric",
         mds_max_iter=300,
-        mds_tol=1e-3,
+        mds_tol=1e-4,
         t_max=100,
         random_state=None,
         n_jobs=None,

@@ -116,7 +116,7 @@ def smacof(
     dissimilarities: np.ndarray,
     init: np.ndarray,
     max_iter: int = 300,
-    tol: float = 1e-3,
+    tol: float = 1e-4,
     n_threads: int = 1,
     weight_power: float = LOCAL_WEIGHT_POWER,
     overwrite: bool = False,
@@ -317,29 +317,52 @@ def _sweep_row_blocks(sweep, n: int, n_buffers: int, n_threads: int, chunk: int 
 def guttman_iterations(guttman, coords, *, n: int, delta_sq_sum: float, max_iter: int, tol: float):
     """SMACOF's loop, for any array library: scale the start, iterate, stop on the stress.
 
+    Plain SMACOF (``X <- G(X)``, the Guttman transform) creeps: on real landmark potentials the
+    stress still fell by 2-4% after the 25-45 steps a relative tolerance of 1e-3 allowed, and
+    what it had not yet done was the fine, local arrangement (intraslice neighbourhoods of the
+    held-out deep MLP: 0.540 there against 0.565 converged). So the steps carry Nesterov
+    momentum with adaptive restart: ``Y_k = X_k + (k - 1) / (k + 2) (X_k - X_k-1)``,
+    ``X_k+1 = G(Y_k)``, and a ``Y`` whose stress is above the last accepted one's restarts the
+    momentum from ``X_k`` (``G`` never raises the stress, so that step cannot fail but by
+    rounding, which ends the loop). Measured on three real potentials (4,000 landmarks), it
+    reached the converged stress in 16-60 steps where plain SMACOF took 30-500.
+
     ``guttman(coords, scale_only=False)`` returns ``(cross, updated)``: the cross term
     ``sum_ij delta_ij d_ij(X)`` and the Guttman transform ``B(X) X / n`` (None when
     ``scale_only``). ``coords`` (n, d) is centred; any array with ``mean(0)`` and ``sum()``
-    works. Returns (coords, iterations).
+    works. Stops when an accepted step lowers the stress by less than ``tol`` of it.
+    Returns (coords, Guttman transforms made).
     """
     # start at the scale that best fits the targets, so the first steps are not spent rescaling
     cross, _ = guttman(coords, scale_only=True)
     denom = 2 * n * float((coords * coords).sum())  # sum_ij d_ij^2 for centred points
     if denom > 0 and cross > 0:
         coords = coords * (cross / denom)
-    previous = np.inf
+    point = coords  # where the next transform is taken (X_k plus momentum)
+    accepted = None  # X_k: the transform of the last accepted point
+    best = np.inf  # the last accepted point's stress
+    k = 1
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
-        coords = coords - coords.mean(0)
-        cross, updated = guttman(coords)
+        point = point - point.mean(0)
+        cross, updated = guttman(point)
         # raw stress = sum_ij (d - delta)^2 / 2; for centred points sum_ij d^2 = 2 n sum_i |x_i|^2
-        dist_sq_sum = 2 * n * float((coords * coords).sum())
+        dist_sq_sum = 2 * n * float((point * point).sum())
         raw_stress = (dist_sq_sum - 2 * cross + delta_sq_sum) / 2
-        coords = updated
-        if np.isfinite(previous) and previous - raw_stress <= tol * previous:
+        if raw_stress > best:
+            if k == 1:  # a plain step from an accepted transform rose: rounding, converged
+                break
+            k, point = 1, accepted
+            continue
+        converged = np.isfinite(best) and best - raw_stress <= tol * best
+        best = raw_stress
+        momentum = (k - 1) / (k + 2)
+        previous, accepted = accepted, updated
+        if converged:
             break
-        previous = raw_stress
-    return coords, n_iter
+        point = updated + momentum * (updated - previous) if momentum else updated
+        k += 1
+    return (coords if accepted is None else accepted), n_iter
 
 
 def _guttman_pass(delta: np.ndarray, coords: np.ndarray, n_threads: int, scale_only: bool = False):

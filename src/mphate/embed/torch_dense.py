@@ -165,7 +165,7 @@ def row_distances(points, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
     return _cross_distances(picked, column_rows).to(torch.float32).cpu().numpy()
 
 
-def smacof(dissimilarities, init: np.ndarray, *, max_iter: int = 300, tol: float = 1e-3,
+def smacof(dissimilarities, init: np.ndarray, *, max_iter: int = 300, tol: float = 1e-4,
            weight_power: float = LOCAL_WEIGHT_POWER):
     """:func:`mphate.embed.mds.smacof` on a device: same start scaling, Guttman transform,
     stopping rule and refinement; returns (embedding as NumPy float64 (L, n_components),
