@@ -72,14 +72,6 @@ def test_slowly_drifting_units_far_from_the_origin_keep_exact_interslice_links(s
     kernel = multislice_kernel(data, intraslice_knn=2, interslice_knn=4, decay=5, store_blocks=store_blocks)
     assert kernel.interslice_eps == pytest.approx(eps, rel=1e-4)
     np.testing.assert_allclose(kernel.to_sparse().toarray(), expected, atol=1e-4)
-    # the lean kernel's interpolation recomputes links to some slices the same way
-    slices = np.arange(0, 40, 3)
-    values = rng.normal(size=(len(slices), 5, 2)).astype(np.float32)
-    spread = kernel.interpolate_from_slices(slices, values)
-    weights = expected.reshape(40, 5, 40, 5)[:, np.arange(5), :, np.arange(5)][:, :, slices]  # (unit, s, given)
-    weights[:, slices, np.arange(len(slices))] = 1.0
-    direct = np.einsum("usg,gum->sum", weights / weights.sum(axis=2, keepdims=True), values)
-    np.testing.assert_allclose(spread, direct, atol=1e-4)
 
 
 def test_kernel_structure(small):
@@ -142,24 +134,6 @@ def test_subsample_slices_is_the_induced_subgraph(small, store_blocks):
     np.testing.assert_allclose(sub.to_sparse().toarray(), expected, atol=1e-6)
 
 
-@pytest.mark.parametrize("store_blocks", [True, False])
-def test_interpolation_weights_are_the_kernel_between_a_unit_s_slices(small, store_blocks):
-    kernel = multislice_kernel(small, interslice_knn=4, store_blocks=store_blocks)
-    dense = kernel.to_sparse().toarray()
-    n_slices, n_units, _ = small.shape
-    slices = np.array([1, 5, 6, 10])
-    values = np.random.default_rng(3).standard_normal((len(slices), n_units, 2)).astype(np.float32)
-    got = kernel.interpolate_from_slices(slices, values)
-    assert got.shape == (n_slices, n_units, 2)
-    for unit in (0, 4, n_units - 1):
-        every = np.arange(n_slices) * n_units + unit
-        given = slices * n_units + unit
-        weights = dense[np.ix_(every, given)]  # interslice links, and 1 for the point itself
-        assert weights.sum(axis=1).min() > 0
-        expected = weights @ values[:, unit] / weights.sum(axis=1, keepdims=True)
-        np.testing.assert_allclose(got[:, unit], expected, rtol=1e-4, atol=1e-5)
-
-
 def test_lean_and_stored_kernels_agree_in_every_operation(small):
     stored = multislice_kernel(small, interslice_knn=4, store_blocks=True)
     lean = multislice_kernel(small, interslice_knn=4, store_blocks=False)
@@ -194,20 +168,3 @@ def test_scaled_product_and_epilogue(small):
     expected = scale[:, None] * (dense @ (scale[:, None] * vectors)) - other
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
     assert (seen == 1).all()
-
-
-def test_interpolation_of_a_slice_out_of_reach_takes_the_nearest_given_slice():
-    # unit 0 flips between two unrelated patterns on alternate slices, so from the even slices
-    # its odd slices are far beyond the interslice kernel's reach
-    rng = np.random.default_rng(4)
-    data = rng.standard_normal((10, 6, 8)).astype(np.float32) * 0.05
-    data += rng.standard_normal((1, 6, 8)).astype(np.float32)
-    flip = rng.standard_normal(8).astype(np.float32) * 50
-    data[1::2, 0] += flip
-    kernel = multislice_kernel(data, interslice_knn=2)
-    slices = np.arange(0, 10, 2)
-    values = np.arange(len(slices), dtype=np.float32)[:, None, None] * np.ones((1, 6, 1), np.float32)
-    got = kernel.interpolate_from_slices(slices, values)
-    assert np.isfinite(got).all()
-    # slice 1 is nearest to given slice 0 (value 0), slice 9 to given slice 8 (value 4)
-    assert got[1, 0, 0] == pytest.approx(0.0) and got[9, 0, 0] == pytest.approx(4.0)

@@ -304,6 +304,34 @@ def test_landmark_features_from_a_slice_subsample_keep_the_units_apart():
     assert abs(np.corrcoef(sub[unsampled, 0], by_point_group[unsampled])[0, 1]) > 0.99
 
 
+def test_interpolation_along_histories_is_linear_between_computed_slices(monkeypatch):
+    # computed slices keep their values; the others blend their unit's neighbours by distance
+    # in slices; slices outside the computed range take the nearest computed one
+    rng = np.random.default_rng(5)
+    slices = np.array([2, 4, 9])
+    values = rng.standard_normal((3, 6, 2)).astype(np.float32)
+    got = landmarks.interpolate_along_histories(slices, values, 12)
+    assert got.shape == (12, 6, 2) and got.dtype == np.float32
+    np.testing.assert_array_equal(got[slices], values)
+    np.testing.assert_allclose(got[3], (values[0] + values[1]) / 2, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got[6], 0.6 * values[1] + 0.4 * values[2], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got[:2], np.broadcast_to(values[0], (2, 6, 2)))
+    np.testing.assert_array_equal(got[10:], np.broadcast_to(values[2], (2, 6, 2)))
+    # done a slice at a time (as at millions of points), the same numbers
+    monkeypatch.setattr(landmarks, "_INTERPOLATION_CHUNK_BYTES", 1)
+    np.testing.assert_array_equal(landmarks.interpolate_along_histories(slices, values, 12), got)
+
+
+def test_interpolation_along_histories_is_the_same_on_torch():
+    torch = pytest.importorskip("torch")
+    slices = np.arange(0, 11, 3)
+    values = np.random.default_rng(6).standard_normal((len(slices), 5, 3)).astype(np.float32)
+    expected = landmarks.interpolate_along_histories(slices, values, 11)
+    got = landmarks.interpolate_along_histories(slices, torch.from_numpy(values), 11)
+    assert isinstance(got, torch.Tensor) and got.dtype == torch.float32
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-6, atol=1e-7)
+
+
 def test_auto_spectral_stride():
     assert landmarks.auto_spectral_stride(5_000) == 1
     assert landmarks.auto_spectral_stride(115_200) == 2

@@ -46,12 +46,12 @@ class MPHATE(ParamsMixin):
         Spectral coordinates used to cluster points into landmarks.
     spectral_stride : int or "auto", default "auto"
         Compute those spectral coordinates on the subgraph of every ``spectral_stride``-th
-        slice, then give every point the interslice-kernel weighted average of its unit's
-        coordinates at those slices (the landmark operator itself always uses the whole
-        kernel). "auto" is 1 (the whole graph) below 20,000 points and otherwise
-        ``max(2, ceil(N / 250,000))``, at most ``n_slices // 2``. On a real 300-slice trace,
-        stride 2 preserved neighbourhoods better than the whole graph and took half the
-        time (docs/algorithm.md).
+        slice, and give the points of the other slices their unit's coordinates interpolated
+        linearly in time between those slices (the landmark operator itself always uses the
+        whole kernel). "auto" is 1 (the whole graph) below 20,000 points and otherwise
+        ``max(2, ceil(N / 250,000))``, at most ``n_slices // 2``. On real runs, stride 2 kept
+        intraslice neighbourhoods about as well as the whole graph and interslice ones better,
+        in about half the time (docs/algorithm.md).
     mds : {"metric", "classic"}, default "metric"
     mds_max_iter : int, default 300
     mds_tol : float, default 1e-4

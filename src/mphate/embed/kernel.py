@@ -36,7 +36,7 @@ class Kernel(Protocol):
 
     Implemented by :class:`MultisliceKernel` (structured by slices and units) and
     :class:`mphate.embed.flat.SparseKernel` (one sparse matrix). A kernel with slices adds
-    ``n_slices``, ``n_units``, ``subsample_slices`` and ``interpolate_from_slices``, which the
+    ``n_slices``, ``n_units`` and ``subsample_slices``, which the
     spectral step uses when it runs on a subsample of the slices.
     """
 
@@ -71,29 +71,25 @@ def _chunks_of(n_items: int, item_bytes: int) -> list[tuple[int, int]]:
     return _chunk_ranges(n_items, _CHUNK_BYTES // max(1, item_bytes))
 
 
-def batched_sq_distances(points: np.ndarray, others: np.ndarray | None = None) -> np.ndarray:
-    """Squared Euclidean distances within each batch (or from ``points`` to ``others``).
+def batched_sq_distances(points: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances within each batch, with an exactly zero diagonal.
 
     Parameters
     ----------
     points : ndarray, shape (n_batch, n_points, n_features), float32
-    others : ndarray, shape (n_batch, n_others, n_features), optional
-        Default: ``points`` themselves, and then the diagonal is set to exact zeros.
 
     Returns
     -------
-    ndarray, shape (n_batch, n_points, n_others), float32, non-negative
+    ndarray, shape (n_batch, n_points, n_points), float32, non-negative
     """
     sq_norms = np.einsum("bij,bij->bi", points, points)
-    other_sq_norms = sq_norms if others is None else np.einsum("bij,bij->bi", others, others)
     # (-2 x) y^T: the factor rides on the small operand instead of a pass over the result
-    dist = np.matmul(points * np.float32(-2.0), (points if others is None else others).transpose(0, 2, 1))
+    dist = np.matmul(points * np.float32(-2.0), points.transpose(0, 2, 1))
     dist += sq_norms[:, :, None]
-    dist += other_sq_norms[:, None, :]
+    dist += sq_norms[:, None, :]
     np.maximum(dist, 0.0, out=dist)
-    if others is None:
-        diag = np.arange(points.shape[1])
-        dist[:, diag, diag] = 0.0
+    diag = np.arange(points.shape[1])
+    dist[:, diag, diag] = 0.0
     return dist
 
 
@@ -328,17 +324,15 @@ def mean_bandwidth(medians: np.ndarray) -> float:
     return eps
 
 
-def _interslice_affinity(sq_dist: np.ndarray, eps: float, threshold: float, zero_diagonal: bool = True
-                         ) -> np.ndarray:
-    """Gaussian interslice affinity from squared distances, in place, thresholded; by default
-    with a zero diagonal (in the multislice kernel the self links live in the intraslice part)."""
+def _interslice_affinity(sq_dist: np.ndarray, eps: float, threshold: float) -> np.ndarray:
+    """Gaussian interslice affinity from squared distances, in place, thresholded, with a zero
+    diagonal (in the multislice kernel the self links live in the intraslice part)."""
     with np.errstate(under="ignore"):
         sq_dist *= np.float32(-1.0 / (eps * eps))
         affinity = np.exp(sq_dist, out=sq_dist)
     affinity[affinity < threshold] = 0.0
-    if zero_diagonal:
-        diag = np.arange(sq_dist.shape[1])
-        affinity[:, diag, diag] = 0.0
+    diag = np.arange(sq_dist.shape[1])
+    affinity[:, diag, diag] = 0.0
     return affinity
 
 
@@ -617,55 +611,6 @@ class MultisliceKernel:
             decay=self.decay, threshold=self.threshold, interslice_eps=self.interslice_eps,
             intraslice_blocks=intra, interslice_blocks=blocks, n_threads=self.n_threads,
         )
-
-    def interpolate_from_slices(self, slices, values: np.ndarray) -> np.ndarray:
-        """Spread values known at some slices to all slices along each unit's history.
-
-        Every point gets the average of its unit's values at the given slices, weighted by
-        the interslice kernel between the point and those slices (the point's own slice, if
-        given, with weight 1): one step of the diffusion along time.
-
-        Parameters
-        ----------
-        slices : sequence of int, increasing, shape (n_given,)
-        values : ndarray, shape (n_given, n_units, m)
-
-        Returns
-        -------
-        ndarray, shape (n_slices, n_units, m), float32
-        """
-        slices = np.asarray(slices)
-        values = np.asarray(values, dtype=np.float32)
-        out = np.empty((self.n_slices, self.n_units, values.shape[2]), dtype=np.float32)
-
-        def kernel_to_given(u0, u1):
-            """Interslice kernel from every slice to the given ones, (u1 - u0, n_slices, n_given)."""
-            if self._blocks is not None:
-                weights = self._blocks[u0:u1][:, :, slices]
-                weights[:, slices, np.arange(len(slices))] = 1.0  # the blocks leave out self links
-                return weights
-            every = _unit_slab(self._features, u0, u1)  # (b, n_slices, F)
-            sq = batched_sq_distances(every, np.ascontiguousarray(every[:, slices]))
-            # a given slice's distance to itself is 0, so its self link gets weight 1
-            return _interslice_affinity(sq, self.interslice_eps, self.threshold, zero_diagonal=False)
-
-        def work(bounds):
-            u0, u1 = bounds
-            weights = kernel_to_given(u0, u1)
-            total = weights.sum(axis=2, keepdims=True)
-            # a slice out of every given slice's reach takes its nearest given slice's values
-            lonely = total[:, :, 0] <= 0
-            if lonely.any():
-                b, r = np.nonzero(lonely)
-                nearest = np.abs(slices[None, :] - r[:, None]).argmin(axis=1)
-                weights[b, r, nearest] = 1.0
-                total[b, r, 0] = 1.0
-            weights /= total
-            unit_values = np.ascontiguousarray(values[:, u0:u1].transpose(1, 0, 2))
-            out[:, u0:u1] = np.matmul(weights, unit_values).transpose(1, 0, 2)
-
-        parallel_map(work, _chunks_of(self.n_units, 4 * 2 * self.n_slices * max(len(slices), 1)), self.n_threads)
-        return out
 
     def to_sparse(self) -> sp.csr_matrix:
         """The whole kernel as one sparse matrix, shape (N, N), float32 (can be large)."""

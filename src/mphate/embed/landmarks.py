@@ -129,15 +129,12 @@ def landmark_features(kernel, n_components: int, rng: np.random.Generator, strid
 
     With ``stride`` 1, :func:`spectral_features` of the whole kernel. Otherwise the
     coordinates are computed on the subgraph of every ``stride``-th slice (the same kernel
-    entries, restricted to those slices' points) and every point then takes the
-    interslice-kernel weighted average of its own unit's coordinates at those slices. The
-    products with the kernel dominate the spectral step, and above a few hundred thousand
-    points the whole kernel's interslice blocks no longer fit in memory and are recomputed
-    for every product; the subgraph's are stored. Consecutive slices of a unit are strongly
-    linked (a point's interslice neighbourhood spans dozens of slices), so little is lost:
-    on a real 300-slice trace, strides 2 and 4 preserved interslice neighbourhoods better
-    than the whole graph and intraslice ones about as well (stride 2) or slightly worse
-    (stride 4 and more; docs/algorithm.md has the table).
+    entries, restricted to those slices' points), and the points of the other slices take
+    their own unit's coordinates interpolated linearly in time between the computed slices
+    before and after them (:func:`interpolate_along_histories`). The products with the kernel
+    dominate the spectral step, and above a few hundred thousand points the whole kernel's
+    interslice blocks no longer fit in memory and are recomputed for every product; the
+    subgraph's are stored.
 
     Parameters
     ----------
@@ -161,7 +158,61 @@ def landmark_features(kernel, n_components: int, rng: np.random.Generator, strid
     coords = spectral_features(sub, n_components, rng)
     del sub
     coords = coords.reshape(len(slices), kernel.n_units, -1)
-    return kernel.interpolate_from_slices(slices, coords).reshape(n_points, -1)
+    return interpolate_along_histories(slices, coords, kernel.n_slices).reshape(n_points, -1)
+
+
+def interpolate_along_histories(slices, values, n_slices: int):
+    """Values known at some slices spread to every slice, linearly in time along each unit.
+
+    A computed slice keeps its own values; a slice between two computed ones takes their
+    values weighted by its distance in slices (with stride 2, their mean); a slice before the
+    first or after the last takes that one's values.
+
+    Why not a smoothing along time: this replaced the interslice-kernel weighted average of
+    every computed slice in reach (one diffusion step along each unit's history, the computed
+    slices included). Where a unit's history is alike over many slices that average spread
+    one moment's coordinates over dozens of slices, and the landmarks lost the intraslice
+    structure of each moment: on the held-out deep post-activation MLP (100 x 256, stride 2)
+    z intra k40 went from 0.532 to 0.572 at t = 25 (the whole graph, stride 1: 0.559), on the
+    post-activation panel run (t = 71) from 0.402 to 0.425 (docs/benchmarks.md).
+
+    Parameters
+    ----------
+    slices : int ndarray, shape (n_given,), increasing
+    values : ndarray or torch tensor, shape (n_given, n_units, m)
+    n_slices : int
+
+    Returns
+    -------
+    array of the same library and dtype, shape (n_slices, n_units, m)
+    """
+    slices = np.asarray(slices)
+    every = np.arange(n_slices)
+    before = np.clip(np.searchsorted(slices, every, side="right") - 1, 0, len(slices) - 1)
+    after = np.minimum(before + 1, len(slices) - 1)
+    span = np.maximum(slices[after] - slices[before], 1)
+    share = np.clip((every - slices[before]) / span, 0.0, 1.0)[:, None, None]
+    if isinstance(values, np.ndarray):
+        out = np.empty((n_slices,) + values.shape[1:], dtype=values.dtype)
+        share = share.astype(values.dtype)
+    else:  # a torch tensor: indices and shares on its device
+        import torch
+
+        out = values.new_empty((n_slices,) + tuple(values.shape[1:]))
+        before, after = (torch.as_tensor(i, device=values.device) for i in (before, after))
+        share = torch.as_tensor(share, dtype=values.dtype, device=values.device)
+    # a few slices at a time: at 2 million points the whole (n_slices, n_units, m) array is
+    # 0.8 GB, and gathering both neighbours at once would hold three of them
+    step = max(1, _INTERPOLATION_CHUNK_BYTES // max(1, 4 * int(np.prod(values.shape[1:]))))
+    for s0 in range(0, n_slices, step):
+        part = slice(s0, s0 + step)
+        left = values[before[part]]
+        out[part] = left + share[part] * (values[after[part]] - left)
+    return out
+
+
+#: bytes of each of the gathered neighbour arrays :func:`interpolate_along_histories` forms at once
+_INTERPOLATION_CHUNK_BYTES = 2**25
 
 
 def _symmetric_part(matrix: np.ndarray) -> np.ndarray:

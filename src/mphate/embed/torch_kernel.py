@@ -143,24 +143,6 @@ class DeviceKernel:
         with quiet_sparse():
             return DeviceKernel(len(slices), n_units, coo.to_sparse_csr(), blocks)
 
-    def interpolate_from_slices(self, slices: np.ndarray, values):
-        """:meth:`MultisliceKernel.interpolate_from_slices` on the device: values
-        (n_given, n_units, m) -> (n_slices, n_units, m) float32."""
-        device = self.blocks.device
-        given = torch.as_tensor(slices, device=device)
-        weights = self.blocks.index_select(2, given)  # (n_units, n_slices, n_given), a copy
-        weights[:, given, torch.arange(len(slices), device=device)] = 1.0  # self links
-        total = weights.sum(dim=2, keepdim=True)
-        lonely = total[:, :, 0] <= 0
-        if bool(lonely.any()):
-            b, r = torch.nonzero(lonely, as_tuple=True)
-            nearest = (given[None, :] - r[:, None]).abs().argmin(dim=1)
-            weights[b, r, nearest] = 1.0
-            total[b, r, 0] = 1.0
-        weights /= total
-        unit_values = values.transpose(0, 1)  # (n_units, n_given, m)
-        return torch.bmm(weights, unit_values).transpose(0, 1)
-
 
 #: entries of the (batch, n, n) distance blocks formed at once while building a kernel
 BUILD_CHUNK_ENTRIES = 2**26

@@ -23,7 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from mphate.embed import landmarks, torch_kernel
-from mphate.embed.landmarks import LANDMARK_DROP_BELOW, LandmarkOperator, effective_stride
+from mphate.embed.landmarks import LANDMARK_DROP_BELOW, LandmarkOperator, effective_stride, interpolate_along_histories
 from mphate.embed.torch_kernel import DeviceKernel, quiet_sparse, torch
 
 def spectral_features(kernel: DeviceKernel, n_components: int, rng: np.random.Generator,
@@ -95,7 +95,8 @@ def landmark_features(kernel: DeviceKernel, n_components: int, rng: np.random.Ge
         sub = kernel.subsample_slices(slices)
         coords = spectral_features(sub, n_components, rng)
         del sub
-        coords = kernel.interpolate_from_slices(slices, coords.reshape(len(slices), kernel.n_units, -1))
+        coords = interpolate_along_histories(slices, coords.reshape(len(slices), kernel.n_units, -1),
+                                             kernel.n_slices)
         coords = coords.reshape(kernel.shape[0], -1)
     return coords
 
