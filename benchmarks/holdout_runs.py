@@ -3,8 +3,10 @@
 The panel (record_panel.py) is what the pipeline's choices were measured on; these runs are
 kinds it does not hold, recorded the same way (digits, the held-out trace inputs). The first
 four were left out of every tuning decision until 6c332a1 (the t search's grid from 12 was
-chosen after seeing the post-ReLU CNN among them); the last three were added after that
-change, unseen by it. Each is embedded by mphate and by the reference (PyPI m-phate,
+chosen after seeing the post-ReLU CNN among them); the next three were added after that
+change, unseen by it, and the deep MLP among them then drove two changes (the converged
+SMACOF and the linear interpolation of the spectral coordinates); the last two (tanh, GELU)
+were added after those, unseen by them. Each is embedded by mphate and by the reference (PyPI m-phate,
 its public API, in .bench-venv) with the paper's parameters and ``random_state=0``, each in
 its own process, and scored with the eight preservation numbers of the panel table.
 
@@ -63,6 +65,15 @@ HOLDOUT = {
                           "channel; 56 units",
                           dict(kind="cnn", channels=[16, 40], optimizer="sgd", lr=0.02, batch_size=128,
                                epochs=200, traced="pre")),
+    # recorded 2026-12-07 after the converged SMACOF and the linear interpolation of the spectral
+    # coordinates (both found on leaky_post_sgd_deep), unseen by them: two nonlinearities no
+    # other run has
+    "tanh_post_adam": ("64-128-128-10 tanh MLP, Adam lr 1e-3, batch 64, 150 epochs; traced after the "
+                       "tanh (saturating units)",
+                       rp._mlp_run((128, 128), "tanh", "adam", 1e-3, 64, 150, "post")),
+    "gelu_pre_sgd": ("64-200-200-200-10 GELU MLP, SGD momentum 0.9 lr 0.02, batch 32, 80 epochs; traced "
+                     "before the GELU",
+                     rp._mlp_run((200, 200, 200), "gelu", "sgd", 0.02, 32, 80, "pre")),
 }
 
 

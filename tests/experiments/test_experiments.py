@@ -34,8 +34,13 @@ def test_make_mlp_layout_and_pre_activations():
     relu = training.make_mlp(5, (4,), 2, activation="relu", hidden_name="dense_{}", output_name="output")
     assert [n for n, _ in relu.named_children()] == ["dense_1", "act_1", "output"]
     assert type(relu.act_1).__name__ == "ReLU"
-    with pytest.raises(ValueError, match="activation"):
-        training.make_mlp(5, (4,), 2, activation="tanh")
+    for name, module in (("tanh", "Tanh"), ("gelu", "GELU")):
+        model = training.make_mlp(5, (4,), 2, activation=name, seed=0)
+        assert type(model.act_1).__name__ == module
+        model(x)
+        torch.testing.assert_close(model.act_1(model.pre_activations[0]), getattr(torch.nn, module)()(model.fc1(x)))
+    with pytest.raises(ValueError, match="activation must be one of leaky_relu, relu, tanh, gelu"):
+        training.make_mlp(5, (4,), 2, activation="sigmoid")
 
 
 def test_train_visits_every_example_once_per_epoch_and_calls_the_hooks():

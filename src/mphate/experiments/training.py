@@ -81,13 +81,18 @@ def trace_inputs(data: Data, n_per_class: int = 10, seed: int = 0):
 # the network
 
 
+#: the hidden layers' nonlinearities :func:`make_mlp` builds
+ACTIVATIONS = ("leaky_relu", "relu", "tanh", "gelu")
+
+
 def make_mlp(n_inputs: int, hidden, n_outputs: int, *, activation: str = "leaky_relu",
              dropout: float = 0.0, seed: int | None = None, hidden_name: str = "fc{}",
              output_name: str = "out"):
     """The fully connected network of the demo and the experiments, as a ``torch.nn.Sequential``.
 
     Layers in order: for each width in ``hidden``, a Linear layer named ``hidden_name.format(i)``
-    (i = 1, 2, ...; the traced modules), its activation ``act_<i>`` (LeakyReLU(0.1) or ReLU)
+    (i = 1, 2, ...; the traced modules), its activation ``act_<i>`` (``activation``: one of
+    :data:`ACTIVATIONS`; "leaky_relu" is LeakyReLU(0.1))
     and, when ``dropout > 0``, ``drop_<i>``; then the output Linear layer ``output_name``.
     ``seed``: reseed PyTorch's global generator just before the weights are drawn (None: draw
     from its current state). ``model.hidden_names`` lists the hidden Linear layers; after each
@@ -95,8 +100,10 @@ def make_mlp(n_inputs: int, hidden, n_outputs: int, *, activation: str = "leaky_
     """
     torch = require("torch", _PURPOSE)
     nn = torch.nn
-    if activation not in ("leaky_relu", "relu"):
-        raise ValueError(f"activation must be 'leaky_relu' or 'relu'; got {activation!r}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}; got {activation!r}")
+    make_activation = {"leaky_relu": lambda: nn.LeakyReLU(0.1), "relu": nn.ReLU, "tanh": nn.Tanh,
+                       "gelu": nn.GELU}[activation]
 
     class MLP(nn.Sequential):
         def forward(self, x):
@@ -114,7 +121,7 @@ def make_mlp(n_inputs: int, hidden, n_outputs: int, *, activation: str = "leaky_
     for i, units in enumerate(hidden, start=1):
         names.append(hidden_name.format(i))
         layers[names[-1]] = nn.Linear(width, units)
-        layers[f"act_{i}"] = nn.LeakyReLU(0.1) if activation == "leaky_relu" else nn.ReLU()
+        layers[f"act_{i}"] = make_activation()
         if dropout > 0:
             layers[f"drop_{i}"] = nn.Dropout(dropout)
         width = units
