@@ -32,30 +32,40 @@ import bench_reference as br  # noqa: E402
 import holdout_runs  # noqa: E402
 import record_panel  # noqa: E402
 
-GRID = (6, 8, 12, 17, 25, 35, 50, 71, 100)
+GRID = (12, 17, 25, 35, 50, 71, 100)
 MARGIN = 0.01
 
 
-def runs() -> dict:
-    """name -> (trace path, reference embedding path), for the runs whose reference exists."""
+def runs(seeds=(0,)) -> dict:
+    """case -> (trace path, reference embedding path, seed), for the cases whose reference exists.
+
+    A case is a run at one seed: seed 0 is the run's name, seed s > 0 ``name@s`` (the
+    reference's embeddings at other seeds: seed_study.py for the panel, holdout_runs.py for the
+    held-out runs it ran at several seeds).
+    """
     out = {}
-    for name in record_panel.PANEL:
-        out[name] = (record_panel.trace_path(name), os.path.join(HERE, "out", f"panel_{name}_reference.npz"))
-    for name in holdout_runs.HOLDOUT:
-        out[name] = (os.path.join(holdout_runs.HOLDOUT_DIR, f"{name}.npz"),
-                     os.path.join(HERE, "out", f"holdout_{name}_reference.npz"))
+    for seed in seeds:
+        suffix = "" if seed == 0 else f"@{seed}"
+        for name in record_panel.PANEL:
+            ref = (f"panel_{name}_reference.npz" if seed == 0 else f"seed_{name}_reference_s{seed}.npz")
+            out[name + suffix] = (record_panel.trace_path(name), os.path.join(HERE, "out", ref), seed)
+        for name in holdout_runs.HOLDOUT:
+            ref = f"holdout_{name}_reference" + ("" if seed == 0 else f"_s{seed}") + ".npz"
+            out[name + suffix] = (os.path.join(holdout_runs.HOLDOUT_DIR, f"{name}.npz"),
+                                  os.path.join(HERE, "out", ref), seed)
     return {k: v for k, v in out.items() if os.path.exists(v[0]) and os.path.exists(v[1])}
 
 
-def study(trace_path: str, reference_path: str) -> dict:
+def study(trace_path: str, reference_path: str, seed: int = 0) -> dict:
     from mphate import MPHATE
 
     with np.load(trace_path) as f:
         trace = np.asarray(f["trace"], dtype=np.float32)
     with np.load(reference_path) as f:
         reference = br.preservation_cells(np.asarray(f["embedding"], dtype=np.float64), trace)
-    est = MPHATE(random_state=0).fit(trace)
-    entry = {"reference": reference, "auto_t": int(est.t_), "auto": br.preservation_cells(est.embedding_, trace), "grid": {}}
+    est = MPHATE(random_state=seed).fit(trace)
+    entry = {"reference": reference, "auto_t": int(est.t_), "auto": br.preservation_cells(est.embedding_, trace),
+             "t_scores": {int(t): list(v) for t, v in est.t_scores_.items()}, "grid": {}}
     for t in GRID:
         est.set_params(t=t).fit(trace)
         entry["grid"][t] = br.preservation_cells(est.embedding_, trace)
@@ -93,12 +103,22 @@ RULES = {  # name -> t from {t: cells} of the grid
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", default="")
+    ap.add_argument("--seeds", default="0", help="comma-separated seeds (cases whose reference exists)")
     ap.add_argument("--json", default=os.path.join(HERE, "out", "t_window_study.json"))
+    ap.add_argument("--reuse", action="store_true", help="keep the cases already in --json")
     args = ap.parse_args(argv)
-    available = runs()
-    names = [n for n in args.only.split(",") if n] or list(available)
+    available = runs(tuple(int(s) for s in args.seeds.split(",")))
+    only = [n for n in args.only.split(",") if n]
+    names = [n for n in available if not only or n.split("@")[0] in only]
     results = {}
+    if args.reuse and os.path.exists(args.json):
+        with open(args.json) as f:
+            results = {n: e for n, e in json.load(f).items() if n in names}
+        for e in results.values():
+            e["grid"] = {int(t): c for t, c in e["grid"].items()}
     for name in names:
+        if name in results:
+            continue
         results[name] = study(*available[name])
         print(f"{name}: auto t = {results[name]['auto_t']}", flush=True)
         with open(args.json, "w") as f:
