@@ -1,18 +1,18 @@
 """Which diffusion times keep every preservation number within 0.01 of the reference?
 
 For each panel run (record_panel.py) and each held-out run (holdout_runs.py) whose reference
-embedding is in benchmarks/out (bench_panel.py / holdout_runs.py write them), mphate is fitted
-with ``t="auto"`` and then refitted at each t of a grid (the refits reuse the kernel,
-landmarks and spectrum), and each picture's eight preservation numbers (z-scored and raw, k =
-10 and 40, intra and inter) are compared with the reference's. It prints, per run, the t that
+embedding is in benchmarks/out (bench_panel.py / holdout_runs.py write them; seed_study.py
+for other seeds), mphate is fitted with ``t="auto"``, and the picture its search drew at each
+candidate t gets its eight preservation numbers (z-scored and raw, k = 10 and 40, intra and
+inter), compared with the reference's. It prints, per run, the t that
 auto chose, its worst cell, the grid's t whose worst cell is no more than 0.01 below, and
-the worst cell along the grid; and, for a few rules of choosing t from the grid's own
-intra + inter scores (z, k = 10, what the t search maximises), how many runs each rule puts
-more than 0.01 below the reference.
+the worst cell along the grid; and, for a few ties of the search's rule
+(:func:`mphate.embed.t_search.choose_t`) applied to the search's own scores, how many runs
+each puts more than 0.01 below the reference.
 
-    .venv/bin/python benchmarks/t_window_study.py [--only NAME,...] [--json OUT]
+    .venv/bin/python benchmarks/t_window_study.py [--only NAME,...] [--seeds 0,1,2] [--json OUT] [--reuse]
 
-About 1.5 min per run on two cores.
+About 1 min per run on two cores.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import sys
 
 import numpy as np
 
-from mphate.embed.t_search import smallest_within
+from mphate.embed.t_search import TIE, choose_t
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -32,7 +32,6 @@ import bench_reference as br  # noqa: E402
 import holdout_runs  # noqa: E402
 import record_panel  # noqa: E402
 
-GRID = (12, 17, 25, 35, 50, 71, 100)
 MARGIN = 0.01
 
 
@@ -57,6 +56,8 @@ def runs(seeds=(0,)) -> dict:
 
 
 def study(trace_path: str, reference_path: str, seed: int = 0) -> dict:
+    """One fit with ``t="auto"``; the eight cells of the picture the search drew at each
+    candidate t (the same kernel, landmarks, spectrum and layouts the fit chose among)."""
     from mphate import MPHATE
 
     with np.load(trace_path) as f:
@@ -66,9 +67,9 @@ def study(trace_path: str, reference_path: str, seed: int = 0) -> dict:
     est = MPHATE(random_state=seed).fit(trace)
     entry = {"reference": reference, "auto_t": int(est.t_), "auto": br.preservation_cells(est.embedding_, trace),
              "t_scores": {int(t): list(v) for t, v in est.t_scores_.items()}, "grid": {}}
-    for t in GRID:
-        est.set_params(t=t).fit(trace)
-        entry["grid"][t] = br.preservation_cells(est.embedding_, trace)
+    to_points = est.landmark_operator_.point_to_landmark
+    for t, layout in sorted(est._state.search_layouts.items()):
+        entry["grid"][t] = br.preservation_cells(np.asarray(to_points @ layout), trace)
     return entry
 
 
@@ -76,28 +77,15 @@ def worst(cells, reference) -> float:
     return float((np.asarray(cells) - np.asarray(reference)).min())
 
 
-def z10_sums(grid: dict) -> dict:
-    """{t: z intra + inter k10} of the grid's pictures (what the t search maximises)."""
-    return {t: cells[0] + cells[1] for t, cells in grid.items()}
+#: ties of choose_t tried on the search's own scores, (k = 10 sum, k = 40 sum)
+TIES = [(0.005, 0.005), (0.005, 0.01), (0.005, 0.015), (0.01, 0.01), (0.01, 0.015), (0.01, 0.02),
+        (0.005, float("inf")), (0.01, float("inf"))]
 
 
-def median_of_flat_top(scores: dict, tie: float) -> int:
-    """The median t among those within ``tie`` of the best score."""
-    top = max(scores.values())
-    flat = sorted(t for t, value in scores.items() if value >= top - tie)
-    return flat[len(flat) // 2]
-
-
-RULES = {  # name -> t from {t: cells} of the grid
-    "largest z intra+inter k10, smallest t within 0.005 (the t search's rule)":
-        lambda g: smallest_within(z10_sums(g), 0.005),
-    "largest z intra+inter k10 and k40, smallest t within 0.005":
-        lambda g: smallest_within({t: sum(c[:4]) for t, c in g.items()}, 0.005),
-    "largest log(intra) + log(inter), z k10, smallest t within 0.01":
-        lambda g: smallest_within({t: np.log(c[0]) + np.log(c[1]) for t, c in g.items()}, 0.01),
-    "median t of those within 0.005 of the largest z intra+inter k10":
-        lambda g: median_of_flat_top(z10_sums(g), 0.005),
-}
+def rule_picks(entry: dict, tie) -> int:
+    """The t :func:`mphate.embed.t_search.choose_t` takes from the search's own scores
+    (the scored subsample: what the fit sees) with ``tie``; inf: that sum is ignored."""
+    return choose_t({int(t): v for t, v in entry["t_scores"].items()}, tie=tie)
 
 
 def main(argv=None):
@@ -123,21 +111,23 @@ def main(argv=None):
         print(f"{name}: auto t = {results[name]['auto_t']}", flush=True)
         with open(args.json, "w") as f:
             json.dump(results, f)
-    print("\n| run | auto t | auto's worst cell | grid t with no cell more than 0.01 below | worst cell at "
-          + " / ".join(f"t = {t}" for t in GRID) + " |")
+    grid = sorted({t for e in results.values() for t in e["grid"]})
+    print("\n| run | auto t | auto's worst cell | t with no cell more than 0.01 below | worst cell at "
+          + " / ".join(f"t = {t}" for t in grid) + " |")
     print("|---|---:|---:|---|---|")
     for name, e in results.items():
         ref = e["reference"]
         along = {t: worst(c, ref) for t, c in e["grid"].items()}
-        safe = [t for t, w in along.items() if w >= -MARGIN]
+        safe = [t for t in grid if t in along and along[t] >= -MARGIN]
         print(f"| {name} | {e['auto_t']} | {worst(e['auto'], ref):+.3f} | {', '.join(map(str, safe)) or 'none'} | "
-              + " / ".join(f"{along[t]:+.3f}" for t in GRID) + " |")
-    print("\nRules applied to the grid's pictures (runs more than 0.01 below the reference, and where):")
-    for rule, choose in RULES.items():
-        picks = {name: choose(e["grid"]) for name, e in results.items()}
+              + " / ".join(f"{along[t]:+.3f}" if t in along else "-" for t in grid) + " |")
+    print("\nchoose_t's ties on the search's own scores (cases more than 0.01 below the reference, and where;"
+          f" the default is {TIE}):")
+    for tie in TIES:
+        picks = {name: rule_picks(e, tie) for name, e in results.items()}
         bad = {n: (t, worst(results[n]["grid"][t], results[n]["reference"])) for n, t in picks.items()
                if worst(results[n]["grid"][t], results[n]["reference"]) < -MARGIN}
-        print(f"- {rule}: {len(bad)} of {len(picks)}" + (": " + ", ".join(
+        print(f"- tie {tie}: {len(bad)} of {len(picks)}" + (": " + ", ".join(
             f"{n} (t = {t}, {w:+.3f})" for n, (t, w) in bad.items()) if bad else ""))
     return 0
 

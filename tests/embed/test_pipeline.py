@@ -135,9 +135,12 @@ def test_a_generator_as_random_state_is_accepted_and_reproducible(trace):
 def test_threads_change_the_work_split_not_the_picture(trace):
     one = _fitted(trace, n_jobs=1).embedding_
     two = _fitted(trace, n_jobs=2).embedding_
-    # BLAS rounds the dense products differently per thread count (~1e-7); the layout's
-    # last step, 10 accelerated steps that stop short of a fixed point, carries that to ~2e-5
-    np.testing.assert_allclose(two, one, atol=1e-4 * np.abs(one).max())
+    # BLAS rounds the dense products differently per thread count (~1e-7). SMACOF stops within
+    # its tolerance of a minimum (layouts agree to ~1e-4 of their extent), and t="auto"'s
+    # layouts continue one from another (largest t first), each start carrying the last
+    # one's difference: ~2e-3 of the extent by t = 35 on this trace. A different picture
+    # (other landmarks, another local minimum) differs by the extent itself
+    np.testing.assert_allclose(two, one, atol=5e-3 * np.abs(one).max())
 
 
 def test_parallel_map_uses_the_threads_it_is_given():

@@ -1,5 +1,5 @@
-"""t="auto": the search over candidate times on score curves with a known best, and the quick
-pictures' scores against full fits on a real trace."""
+"""t="auto": the rule on score curves with a known best, the scoring sample, and the chosen
+picture against full fits on a real trace."""
 from pathlib import Path
 
 import numpy as np
@@ -11,85 +11,90 @@ from mphate.metrics import neighbor_preservation
 from mphate.traces.io import load_trace
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "digits_trace_small.npz"
+GRID = t_search.candidate_times(100)
 
 
-def counting(curve):
-    """Wrap a score curve so the test can see which t were scored."""
-    calls = []
-
-    def score(t):
-        calls.append(t)
-        return curve(t)
-
-    return score, calls
+def scores_of(small, large=None):
+    """{t: (intra k10, inter k10, intra k40, inter k40)} from curves of t for the two sums
+    (each split evenly into its intra and inter parts); ``large`` defaults to ``small``."""
+    large = large or small
+    return {t: (small(t) / 2, small(t) / 2, large(t) / 2, large(t) / 2) for t in GRID}
 
 
-def test_a_sharp_peak_is_found_between_grid_points():
-    # the peak (t = 37) lies between the grid's 25 and 50; refinement lands next to it
-    score, calls = counting(lambda t: -abs(np.log(t / 37)))
-    best, scores = t_search.search_t(score, t_max=100)
-    assert abs(np.log(best / 37)) < np.log(1.1), best
-    assert set(scores) == set(calls) and len(calls) == len(set(calls))  # each t scored once
-    assert best not in t_search.COARSE_T  # the refinement round found it, not the grid
+def test_candidate_times_are_laid_out_largest_first_and_capped():
+    assert GRID == sorted(t_search.CANDIDATE_T, reverse=True) and GRID[0] == 100
+    assert t_search.candidate_times(30) == [30, 25, 17, 12]
+    assert t_search.candidate_times(5) == [5]
+
+
+def test_a_sharp_peak_is_taken():
+    assert t_search.choose_t(scores_of(lambda t: 1 - abs(np.log(t / 35)))) == 35
 
 
 def test_no_bend_goes_to_the_boundary():
-    # rising without a bend: the largest allowed t
-    best, _ = t_search.search_t(lambda t: np.log(t), t_max=100)
-    assert best == 100
-    # falling without a bend: the grid's first point (smaller t are not searched)
-    best, scores = t_search.search_t(lambda t: -np.log(t), t_max=100)
-    assert best == min(t_search.COARSE_T) == min(scores)
-    # t_max caps the grid
-    best, scores = t_search.search_t(lambda t: np.log(t), t_max=30)
-    assert best == 30 and max(scores) == 30
+    assert t_search.choose_t(scores_of(np.log)) == 100  # rising without a bend: the largest t
+    assert t_search.choose_t(scores_of(lambda t: -np.log(t))) == 12  # falling: the smallest
 
 
 def bumps(heights):
-    """Two bumps in log t, at t = 15 and t = 60, of the given heights."""
-    return lambda t: sum(h * np.exp(-np.log(t / c) ** 2 / 0.1) for h, c in zip(heights, (15, 60)))
+    """Two bumps in log t, at t = 17 and t = 71, of the given heights."""
+    return lambda t: sum(h * np.exp(-np.log(t / c) ** 2 / 0.1) for h, c in zip(heights, (17, 71)))
 
 
 def test_two_bends_take_the_higher_peak():
-    best, _ = t_search.search_t(bumps((0.6, 1.0)), t_max=100)
-    assert abs(np.log(best / 60)) < np.log(1.3), best
-    best, _ = t_search.search_t(bumps((1.0, 0.6)), t_max=100)
-    assert abs(np.log(best / 15)) < np.log(1.3), best
+    assert t_search.choose_t(scores_of(bumps((0.6, 1.0)))) == 71
+    assert t_search.choose_t(scores_of(bumps((1.0, 0.6)))) == 17
 
 
 def test_a_flat_top_takes_its_smallest_t():
-    # a plateau from t = 20 on, with scatter smaller than the tie tolerance
+    # a plateau from t = 25 on, with scatter smaller than the ties
     rng = np.random.default_rng(0)
-    noise = {}
+    noise = {t: rng.uniform(-1, 1) * min(t_search.TIE) / 3 for t in GRID}
+    flat = scores_of(lambda t: min(t, 25) / 25 + noise[t])
+    assert t_search.choose_t(flat) == 25
+    # without the ties the scatter decides, so this is what the rule adds
+    assert t_search.choose_t(flat, tie=(0.0, 0.0)) == max(flat, key=lambda t: sum(flat[t]))
 
-    def plateau(t):
-        noise.setdefault(t, rng.uniform(-1, 1) * t_search.SCORE_TIE / 3)
-        return min(t, 20) / 20 + noise[t]
 
-    best, scores = t_search.search_t(plateau, t_max=100)
-    assert best == min(t for t in scores if t >= 20)
-    # without the tie rule the scatter decides, so this is what the rule adds
-    strict, _ = t_search.search_t(plateau, t_max=100, tie=0.0)
-    assert strict == max(scores, key=scores.get)
+def test_the_k40_scores_move_a_flat_k10_top_to_their_peak():
+    # the held-out deep MLP's shape: k = 10 flat over t, k = 40 peaked at t = 25
+    scores = scores_of(lambda t: 1.19, lambda t: 1.36 - 0.1 * abs(np.log(t / 25)))
+    assert t_search.choose_t(scores) == 25
+    assert t_search.choose_t(scores, tie=(t_search.TIE[0], np.inf)) == 12  # k = 10 alone: a tie
+
+
+def test_sums_that_disagree_fall_back_to_the_largest_total():
+    # k = 10 best at the smallest t, k = 40 at the largest, no t within both ties
+    scores = scores_of(lambda t: -np.log(t), lambda t: 1.5 * np.log(t))
+    assert t_search.choose_t(scores) == 100
+    assert t_search.choose_t(scores_of(lambda t: -2 * np.log(t), lambda t: np.log(t))) == 12
+
+
+def test_a_trace_of_one_slice_is_chosen_on_intraslice_alone():
+    scores = {t: (1 - abs(np.log(t / 50)), None, 1 - abs(np.log(t / 50)), None) for t in GRID}
+    assert t_search.choose_t(scores) == 50
 
 
 def test_scoring_sample_neighbours_are_the_exact_knn():
     rng = np.random.default_rng(1)
     features = rng.normal(size=(12, 40, 5))
-    sample = t_search.scoring_sample(features, n_landmark=200, rng=np.random.default_rng(2),
-                                     n_slices_scored=4, n_units_scored=6, k=3)
+    sample = t_search.scoring_sample(features, rng=np.random.default_rng(2),
+                                     n_slices_scored=4, n_units_scored=6, ks=(3, 20))
     assert len(sample.slices) == 4 and len(sample.units) == 6
+    # nearest first, so the first 3 of the 20 (intraslice) / 11 (interslice: 12 slices) are the 3-NN
+    assert sample.reference_intra.shape[-1] == 20 and sample.reference_inter.shape[-1] == 11
     s, u = sample.slices[0], 7
     dist = np.linalg.norm(features[s] - features[s, u], axis=1)
     dist[u] = np.inf
-    assert set(sample.reference_intra[0, u]) == set(np.argsort(dist)[:3])
-    # a perfect embedding (the features themselves) scores 1 on both kinds
-    intra, inter = t_search.preservation_score(features.reshape(-1, 5), sample, 12, 40)
-    assert intra == pytest.approx(1.0) and inter == pytest.approx(1.0)
-    # a shuffled one scores near chance (k / (n - 1))
+    np.testing.assert_array_equal(sample.reference_intra[0, u], np.argsort(dist)[:20])
+    # a perfect embedding (the features themselves) scores 1 on every kind
+    scores = t_search.preservation_score(features.reshape(-1, 5), sample, 12, 40)
+    assert len(scores) == 4 and scores == pytest.approx((1.0,) * 4)
+    # a shuffled one scores near chance (k / (n - 1)); interslice k = 20 is capped at all 11
+    # other slices, which any embedding preserves
     shuffled = rng.permutation(features.reshape(-1, 5))
-    intra, inter = t_search.preservation_score(shuffled, sample, 12, 40)
-    assert intra < 0.3 and inter < 0.5
+    intra3, inter3, intra20, inter20 = t_search.preservation_score(shuffled, sample, 12, 40)
+    assert intra3 < 0.3 and inter3 < 0.5 and intra20 < 0.7 and inter20 == pytest.approx(1.0)
 
 
 @pytest.fixture(scope="module")
@@ -98,11 +103,12 @@ def digits():
 
 
 def test_auto_t_lands_near_the_best_full_picture(digits):
-    """On a real trace, the t the quick pictures choose is near the best of full fits."""
+    """On a real trace, the chosen picture is as good as the best fixed-t fit of a grid."""
     est = MPHATE(n_landmark=300, random_state=0).fit(digits)
-    assert est.t_ in est.t_scores_ and set(t_search.COARSE_T) <= set(est.t_scores_)
-    for intra, inter in est.t_scores_.values():
-        assert 0 <= intra <= 1 and 0 <= inter <= 1
+    assert sorted(est.t_scores_) == sorted(GRID) and est.t_ in est.t_scores_
+    for values in est.t_scores_.values():
+        assert len(values) == 4 and all(0 <= v <= 1 for v in values)
+    assert est.t_ == t_search.choose_t(est.t_scores_)
     # the knee is still computed and published for inspection
     assert est.t_candidates_ and est.entropy_.shape == (est.t_max,)
 
@@ -114,7 +120,7 @@ def test_auto_t_lands_near_the_best_full_picture(digits):
     grid = {}
     for t in (6, 9, 12, 25, 50, 100):
         grid[t] = full_score(est.set_params(t=t).fit(digits).embedding_)
-    # the chosen t is as good as the grid's best, within the quick score's scatter
+    # the chosen t is as good as the grid's best, within the score's scatter
     assert chosen >= max(grid.values()) - 0.02, (est.t_scores_, grid)
     # and clearly better than the grid's worst: the choice mattered
     assert chosen > min(grid.values()) + 0.02, grid

@@ -135,7 +135,7 @@ ESTIMATOR_OPTIONS = [
     EstimatorOption("interslice_knn", positive_int, "K", "neighbours that set the bandwidth between one unit's slices"),
     EstimatorOption("decay", positive_float, "ALPHA", "alpha of the within-slice alpha-decay kernel"),
     EstimatorOption("t", _t_value, "T",
-                    "diffusion time: a positive integer; 'auto', the candidate whose quick picture "
+                    "diffusion time: a positive integer; 'auto', the candidate whose picture "
                     "keeps the trace's neighbourhoods best; or 'knee', the knee of the von Neumann entropy"),
     EstimatorOption("gamma", _gamma_value, "G", "potential, in [-1, 1]: 0 square root (M-PHATE), 1 log (PHATE)"),
     EstimatorOption("normalize", None, None,

@@ -13,8 +13,7 @@ stages call the backend's operations and never branch on it.
 
 Every backend offers the same operations; arrays between them stay on the device, and
 :meth:`to_numpy` brings a result home. What comes home is small: labels (N,), the
-point-to-landmark transitions (sparse), layouts (L, n_components) and the t search's
-landmark-to-anchor distances (L, a), never an (L, L) array.
+point-to-landmark transitions (sparse) and layouts (L, n_components), never an (L, L) array.
 """
 from __future__ import annotations
 
@@ -74,10 +73,6 @@ class NumpyBackend:
         points -= points.mean(axis=0)
         return points
 
-    def take_rows(self, points, rows: np.ndarray):
-        """``points[rows]``, on the backend; rows: integer ndarray."""
-        return points[rows]
-
     def classical_mds(self, points, n_components: int, rng: np.random.Generator) -> np.ndarray:
         """Classical MDS of the rows of centred ``points`` (n, d): NumPy float64 (n, n_components).
 
@@ -88,23 +83,9 @@ class NumpyBackend:
         """Euclidean distances between the rows of centred ``points`` (L, d): (L, L) float32."""
         return mds.pairwise_distances(points, dtype=np.float32, center=False)
 
-    def row_distances(self, points, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
-        """Euclidean distances from ``points[rows]`` to ``points[columns]``: NumPy float32
-        (len(rows), len(columns)).
-
-        The products of every row are taken and the asked-for ones picked: when ``rows`` is
-        most of ``points``, a copy of their rows would be the caller's memory peak."""
-        column_rows = points[columns]
-        cross = (points @ column_rows.T)[rows]
-        row_sq = np.einsum("ij,ij->i", points, points)[rows]
-        target = row_sq[:, None] + np.einsum("ij,ij->i", column_rows, column_rows)[None, :] - 2 * cross
-        del cross, row_sq
-        np.maximum(target, 0, out=target)
-        np.sqrt(target, out=target)
-        return target.astype(np.float32, copy=False)
-
-    def smacof(self, distances, init: np.ndarray, *, max_iter: int, tol: float, n_threads: int):
-        """Metric MDS from ``init`` (L, n_components): (embedding as NumPy float64, iterations)."""
+    def smacof(self, distances, init, *, max_iter: int, tol: float, n_threads: int):
+        """Metric MDS from ``init`` (L, n_components), or from each of a list of starts keeping
+        the least stress: (embedding as NumPy float64, iterations)."""
         # the caller hands the distances over: the refinement may reuse their storage
         return mds.smacof(distances, init, max_iter=max_iter, tol=tol, n_threads=n_threads, overwrite=True)
 
@@ -185,17 +166,11 @@ class TorchBackend:
     def center_columns(self, points):
         return points - points.mean(dim=0)
 
-    def take_rows(self, points, rows: np.ndarray):
-        return points[self._ops.torch.as_tensor(rows, device=points.device)]
-
     def classical_mds(self, points, n_components: int, rng: np.random.Generator) -> np.ndarray:
         return self._ops.classical_mds(points, n_components, rng)
 
     def pairwise_distances(self, points):
         return self._ops.pairwise_distances(points)
-
-    def row_distances(self, points, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
-        return self._ops.row_distances(points, rows, columns)
 
     def smacof(self, distances, init, *, max_iter: int, tol: float, n_threads: int):
         return self._ops.smacof(distances, init, max_iter=max_iter, tol=tol)

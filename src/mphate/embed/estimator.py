@@ -28,12 +28,12 @@ class MPHATE(ParamsMixin):
     decay : float, default 5
         Alpha of the intraslice alpha-decay kernel.
     t : int, "auto" or "knee", default "auto"
-        Diffusion time. "auto" scores candidate times (a factor-2 grid from 12 to ``t_max``,
-        then the midpoints beside the best) by the intraslice + interslice neighbourhood
-        preservation (k = 10, against the trace itself: no labels) of a quick version of the
-        picture each gives, then draws the best three in full and takes the smallest t
-        within 0.005 of the best of those (:mod:`mphate.embed.t_search`; about 7 quick
-        layouts and 3 full ones, one of which is the fit's). "knee" takes the knee of the von
+        Diffusion time. "auto" draws the picture of each candidate time (100, 71, 50, 35,
+        25, 17, 12, capped at ``t_max``; each layout also continued from the one before it)
+        and scores it by intraslice and interslice neighbourhood preservation at k = 10 and
+        k = 40 against the trace itself (no labels); the smallest t whose k = 10 and k = 40
+        sums are both near their best wins, and its picture is the fit's
+        (:mod:`mphate.embed.t_search`). "knee" takes the knee of the von
         Neumann entropy curve (PHATE's rule: free, but on real runs it can land far from the
         best picture; docs/algorithm.md).
     gamma : float in [-1, 1], default 0
@@ -103,12 +103,11 @@ class MPHATE(ParamsMixin):
         first (the first is what t="knee" takes). Two entries mean a two-bend curve: the
         knee could as well have been the other, and the picture can differ a lot between
         them; t="knee" then warns (:class:`mphate.embed.diffusion.AmbiguousKneeWarning`).
-    t_scores_ : dict of int -> (float, float)
-        t="auto": every candidate t scored, with the (intraslice, interslice) preservation of
-        its picture on a scored subsample (a kind is None when the trace has too few units or
-        slices for it): for the three finalists their full pictures', for the others their
-        quick pictures'. ``t_`` is the smallest finalist within 0.005 of the best finalist's
-        sum. Empty for a given t or "knee".
+    t_scores_ : dict of int -> tuple of 4 floats
+        t="auto": every candidate t, with its picture's (intraslice k10, interslice k10,
+        intraslice k40, interslice k40) preservation on a scored subsample of slices and units
+        (a kind is None when the trace has one slice; k is capped at the points there are).
+        ``t_`` is :func:`mphate.embed.t_search.choose_t` of them. Empty for a given t or "knee".
     landmark_embedding_ : ndarray, shape (n_landmark_, n_components)
     landmark_operator_ : mphate.embed.landmarks.LandmarkOperator
         ``labels`` (N,), ``point_to_landmark`` (N, n_landmark_) sparse row-stochastic
@@ -209,7 +208,7 @@ class MPHATE(ParamsMixin):
                                  store_blocks=None if stride == 1 else False),
             pipeline.LandmarkStage(n_landmark=self.n_landmark, n_svd=self.n_svd, stride=stride or 1),
             pipeline.SpectrumStage(),
-            # t="auto" scores quick pictures, so the embedding's parameters are its inputs too
+            # t="auto" scores the pictures, so the embedding's parameters are its inputs too
             pipeline.DiffusionTimeStage(t=self.t, t_max=self.t_max,
                                         **(picture if isinstance(self.t, str) and self.t == "auto" else {})),
             pipeline.EmbeddingStage(**picture),

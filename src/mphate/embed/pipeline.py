@@ -7,8 +7,8 @@
       -> LandmarkStage        spectral coordinates, k-means landmarks,
                               landmark operator P_L = P_mn P_nm           (L, L) dense
       -> SpectrumStage        eigendecomposition of P_L's symmetric form  (L,), (L, L)
-      -> DiffusionTimeStage   von Neumann entropy; t: scored quick         (t_max,), int
-                              pictures ("auto"), the knee, or fixed
+      -> DiffusionTimeStage   von Neumann entropy; t: the candidates'       (t_max,), int
+                              scored pictures ("auto"), the knee, or fixed
       -> EmbeddingStage       potential of P_L^t, classical MDS, SMACOF,
                               landmarks -> points                          (N, n_components)
 
@@ -31,7 +31,7 @@ n_landmark, n_svd, spectral_stride, random_state            landmarks onwards
 t, t_max                                                    diffusion time onwards
 gamma, n_components, mds, mds_max_iter, mds_tol             embedding (diffusion time onwards
                                                             under t="auto", which scores
-                                                            quick pictures drawn with them)
+                                                            pictures drawn with them)
 n_jobs, verbose                                             none (resources, not inputs)
 ==========================================================  ==============================
 
@@ -134,10 +134,12 @@ class PipelineState:
     spectrum : SpectralDecomposition
     entropy : ndarray, shape (t_max,)
     t_candidates : list of int
-    t_scores : dict of int -> (float or None, float or None)
-        t="auto": each candidate t's (intraslice, interslice) preservation of its quick picture.
-    search_layout : (int, ndarray of shape (L, n_components)) or None
-        t="auto": the chosen t and the full landmark layout the search drew for it.
+    t_scores : dict of int -> tuple of 4 (float or None)
+        t="auto": each candidate t's picture's (intraslice k10, interslice k10, intraslice k40,
+        interslice k40) preservation on the scored subsample.
+    search_layouts : dict of int -> ndarray of shape (L, n_components)
+        t="auto": the landmark layout the search drew at each candidate t (the chosen t's is
+        the fit's).
     features : ndarray, shape (n_slices, n_units, n_features), or None
         What the kernel was built from, kept for t="auto"'s scores (the lean kernel holds the
         same array; None for kernels without slices).
@@ -156,7 +158,7 @@ class PipelineState:
     entropy: np.ndarray | None = None
     t_candidates: list = field(default_factory=list)
     t_scores: dict = field(default_factory=dict)
-    search_layout: tuple | None = None
+    search_layouts: dict = field(default_factory=dict)
     features: np.ndarray | None = None
     t: int | None = None
     landmark_embedding: np.ndarray | None = None
@@ -319,8 +321,7 @@ class DiffusionTimeStage(Stage):
 
     Params: ``t`` ("auto", "knee" or a positive int), ``t_max``; for "auto" also the
     embedding's ``gamma``, ``n_components``, ``mds``, ``mds_max_iter``, ``mds_tol``, since it
-    scores candidate times by a quick version of the picture they give
-    (:mod:`mphate.embed.t_search`). "knee" is the knee of the entropy curve (PHATE's rule).
+    scores candidate times by the pictures they give (:mod:`mphate.embed.t_search`). "knee" is the knee of the entropy curve (PHATE's rule).
     """
 
     name = "diffusion time"
@@ -332,14 +333,14 @@ class DiffusionTimeStage(Stage):
         with res.log.step("diffusion time"):
             state.entropy = diffusion.von_neumann_entropy(state.spectrum.eigenvalues, p["t_max"])
             state.t_candidates = diffusion.t_candidates(state.entropy)
-            state.t_scores, state.search_layout = {}, None
+            state.t_scores, state.search_layouts = {}, {}
             searching = p["t"] == "auto" and state.features is not None
             if searching:
                 state.t, state.t_scores = self._search(state, res)
         if searching:
-            detail = ", ".join(f"{t}: {a if a is not None else 0:.3f}+{b if b is not None else 0:.3f}"
-                               for t, (a, b) in sorted(state.t_scores.items()))
-            res.log.note(f"t = {state.t} (best intraslice + interslice preservation of {detail})")
+            detail = ", ".join(f"{t}: " + "/".join("-" if v is None else f"{v:.3f}" for v in values)
+                               for t, values in sorted(state.t_scores.items()))
+            res.log.note(f"t = {state.t} (intraslice/interslice preservation at k = 10, then k = 40: {detail})")
             return
         if p["t"] not in ("auto", "knee"):
             state.t = int(p["t"])
@@ -351,62 +352,25 @@ class DiffusionTimeStage(Stage):
                           diffusion.AmbiguousKneeWarning, stacklevel=runtime.caller_stacklevel())
 
     def _search(self, state, res):
-        """t="auto": quick pictures for every candidate, full ones for the best few.
+        """t="auto": the fit's picture at every candidate t, largest first, each SMACOF also
+        started from the layout before it; :func:`mphate.embed.t_search.choose_t` decides.
 
-        Returns (t, {t: (intra, inter)}): the finalists' entries are their full pictures'
-        scores, the others' their quick pictures'.
+        Returns (t, {t: (intra k10, inter k10, intra k40, inter k40)}).
         """
         p, backend, operator = self.params, res.backend, state.operator
         n_slices, n_units = state.features.shape[:2]
-        rng = res.rng(self.name)
-        n_landmark = operator.n_landmark
-        # with few points per landmark, out-of-sample placement misleads the quick pictures
-        # (docs/benchmarks.md, the CNN run): lay out every landmark by SMACOF instead
-        few_points = landmarks.few_points_per_landmark(n_slices * n_units, n_landmark)
         knn = backend.nearest_neighbors
-        sample = t_search.scoring_sample(state.features, n_landmark, rng, knn=knn,
-                                         n_sample=n_landmark if few_points else t_search.N_SAMPLE)
-        final_sample = t_search.scoring_sample(state.features, n_landmark, rng, n_sample=0, knn=knn,
-                                               n_slices_scored=t_search.N_FINAL_SLICES,
-                                               n_units_scored=t_search.N_FINAL_UNITS)
-        detail, layouts = {}, {}
-
-        def score(t):
-            if few_points:
-                # every landmark goes through SMACOF: the quick picture is the full layout (with the
-                # quick pictures' power tolerance), drawn by the function that frees the potential
-                # before SMACOF (the caller of a quick layout holds it throughout: 64 MB at L = 4,000)
-                layout = layouts[t] = landmark_layout(state.spectrum, t, p, backend,
-                                                      np.random.default_rng(sample.mds_seed), res.n_threads,
-                                                      power_tol=t_search.POWER_TOL)
-            else:
-                potential = centred_potential(state.spectrum, t, p["gamma"], backend, tol=t_search.POWER_TOL)
-                layout = t_search.quick_landmark_layout(
-                    potential, sample, p["n_components"], backend, metric=p["mds"] == "metric",
-                    max_iter=p["mds_max_iter"], tol=p["mds_tol"], n_threads=res.n_threads)
-                del potential
-            embedding = operator.point_to_landmark @ layout
-            detail[t] = t_search.preservation_score(embedding, sample, n_slices, n_units, knn=knn)
-            return sum(v for v in detail[t] if v is not None)
-
-        _, quick = t_search.search_t(score, p["t_max"])
-        # the quick scores rank the candidates; the finalists are told apart on full pictures
-        # (what the fit would draw), scored on more slices and units: on flat tops the quick
-        # scores' scatter (~0.007) is larger than the differences that decide the picture
-        finalists = sorted(quick, key=lambda t: (-quick[t], t))[: t_search.N_FINALISTS]
-        final = {}
-        for t in finalists:
-            if t not in layouts:
-                layouts[t] = landmark_layout(state.spectrum, t, p, backend,
-                                             np.random.default_rng(sample.mds_seed), res.n_threads)
-            layout = layouts[t]
-            detail[t] = t_search.preservation_score(operator.point_to_landmark @ layout, final_sample,
+        sample = t_search.scoring_sample(state.features, res.rng(self.name), knn=knn)
+        scores, layouts, previous = {}, state.search_layouts, None
+        for t in t_search.candidate_times(p["t_max"]):
+            layout = layouts[t] = landmark_layout(state.spectrum, t, p, backend,
+                                                  np.random.default_rng(sample.mds_seed), res.n_threads,
+                                                  start=previous)
+            scores[t] = t_search.preservation_score(operator.point_to_landmark @ layout, sample,
                                                     n_slices, n_units, knn=knn)
-            final[t] = sum(v for v in detail[t] if v is not None)
-        best = t_search.smallest_within(final, t_search.FINAL_TIE)
+            previous = layout
         # the winner's layout is the fit's: the embedding stage maps it instead of redrawing it
-        state.search_layout = (best, layouts[best])
-        return best, detail
+        return t_search.choose_t(scores), scores
 
 
 def centred_potential(spectrum, t, gamma, backend, tol=1e-12):
@@ -418,7 +382,7 @@ def centred_potential(spectrum, t, gamma, backend, tol=1e-12):
     return backend.center_columns(backend.potential(spectrum.power(t, tol=tol), gamma))
 
 
-def landmark_layout(spectrum, t, p, backend, rng, n_threads, log=None, power_tol=1e-12):
+def landmark_layout(spectrum, t, p, backend, rng, n_threads, log=None, power_tol=1e-12, start=None):
     """The landmarks' layout at diffusion time t: potential, classical MDS, SMACOF.
 
     Parameters
@@ -428,6 +392,9 @@ def landmark_layout(spectrum, t, p, backend, rng, n_threads, log=None, power_tol
     rng : numpy.random.Generator, for the classical-MDS start
     log : StageLog or None (None: silent, no timings)
     power_tol : components of ``P^t`` lighter than this (relative) are left out
+    start : ndarray, shape (L, n_components), or None
+        Another start for SMACOF (the t search's layout of a larger t); the one that ends at
+        the lower stress is kept (:func:`mphate.embed.mds.least_stress`).
 
     Returns
     -------
@@ -444,7 +411,8 @@ def landmark_layout(spectrum, t, p, backend, rng, n_threads, log=None, power_tol
     with log.step("metric MDS"):
         distances = backend.pairwise_distances(potential)
         del potential  # the largest array alive; SMACOF needs only distances
-        layout, n_iter = backend.smacof(distances, init, max_iter=p["mds_max_iter"], tol=p["mds_tol"],
+        starts = init if start is None else [init, start]
+        layout, n_iter = backend.smacof(distances, starts, max_iter=p["mds_max_iter"], tol=p["mds_tol"],
                                         n_threads=n_threads)
         log.note(f"SMACOF: {n_iter} iterations")
     return layout
@@ -462,10 +430,10 @@ class EmbeddingStage(Stage):
     on_backend = True
 
     def run(self, state, res):
-        drawn = state.search_layout
-        if drawn is not None and drawn[0] == state.t:
+        drawn = state.search_layouts.get(state.t)
+        if drawn is not None:
             # t="auto" drew this very layout to choose t (same parameters: they key that stage)
-            state.landmark_embedding = drawn[1]
+            state.landmark_embedding = drawn
             res.log.note("landmark layout: the t search's full picture at this t")
         else:
             state.landmark_embedding = landmark_layout(state.spectrum, state.t, self.params, res.backend,
