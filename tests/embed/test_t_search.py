@@ -124,3 +124,17 @@ def test_auto_t_lands_near_the_best_full_picture(digits):
     assert chosen >= max(grid.values()) - 0.02, (est.t_scores_, grid)
     # and clearly better than the grid's worst: the choice mattered
     assert chosen > min(grid.values()) + 0.02, grid
+
+
+def test_overlaps_by_rank_equal_the_pairwise_count_for_every_prefix():
+    rng = np.random.default_rng(3)
+    n, depth = 300, 40
+    reference = np.stack([rng.permutation(n)[:depth] for _ in range(600)]).reshape(6, 100, depth)
+    found = np.stack([row if rng.random() < 0.3 else rng.permutation(n)[:depth]
+                      for row in reference.reshape(-1, depth)])
+    # shuffle half the rows so the shared neighbours sit at other ranks
+    found = np.stack([rng.permutation(row) if i % 2 else row for i, row in enumerate(found)]).reshape(6, 100, depth)
+    got = t_search.overlaps(reference, found, (5, 10, 40, 60))
+    want = [t_search._overlap(reference[..., :k], found[..., :k]) for k in (5, 10, 40, 40)]
+    np.testing.assert_allclose(got, want)
+    assert 0.3 < got[2] < 0.9  # neither all shared nor none

@@ -393,8 +393,7 @@ def landmark_layout(spectrum, t, p, backend, rng, n_threads, log=None, power_tol
     log : StageLog or None (None: silent, no timings)
     power_tol : components of ``P^t`` lighter than this (relative) are left out
     start : ndarray, shape (L, n_components), or None
-        Another start for SMACOF (the t search's layout of a larger t); the one that ends at
-        the lower stress is kept (:func:`mphate.embed.mds.least_stress`).
+        SMACOF's start instead of classical MDS (the t search's layout of the next larger t).
 
     Returns
     -------
@@ -403,16 +402,16 @@ def landmark_layout(spectrum, t, p, backend, rng, n_threads, log=None, power_tol
     log = log or StageLog(0)
     with log.step("potential"):
         potential = centred_potential(spectrum, t, p["gamma"], backend, tol=power_tol)
-    with log.step("classical MDS"):
-        # a randomized SVD whose test matrix comes from the same seed on every backend
-        init = backend.classical_mds(potential, p["n_components"], rng)
-    if p["mds"] != "metric":
-        return init
+    if start is None or p["mds"] != "metric":
+        with log.step("classical MDS"):
+            # a randomized SVD whose test matrix comes from the same seed on every backend
+            start = backend.classical_mds(potential, p["n_components"], rng)
+        if p["mds"] != "metric":
+            return start
     with log.step("metric MDS"):
         distances = backend.pairwise_distances(potential)
         del potential  # the largest array alive; SMACOF needs only distances
-        starts = init if start is None else [init, start]
-        layout, n_iter = backend.smacof(distances, starts, max_iter=p["mds_max_iter"], tol=p["mds_tol"],
+        layout, n_iter = backend.smacof(distances, start, max_iter=p["mds_max_iter"], tol=p["mds_tol"],
                                         n_threads=n_threads)
         log.note(f"SMACOF: {n_iter} iterations")
     return layout
