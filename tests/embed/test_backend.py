@@ -123,6 +123,28 @@ def test_torch_classical_mds_agrees_with_numpy(shape):
     np.testing.assert_allclose(got, expected, atol=1e-3 * np.abs(expected).max())
 
 
+def test_torch_smacof_keeps_the_start_of_least_stress_as_numpy_does():
+    torch = pytest.importorskip("torch")
+    from mphate.embed import mds
+    from mphate.embed.backend import NUMPY, get_backend
+
+    # a sphere laid flat: classical MDS's start ends about 4% above this random one's
+    rng = np.random.default_rng(2)
+    sphere = rng.standard_normal((200, 3))
+    sphere /= np.linalg.norm(sphere, axis=1, keepdims=True)
+    target = mds.pairwise_distances(sphere).astype(np.float32)
+    classical = mds.classical_mds_from_points(sphere, 2, np.random.default_rng(0))
+    better = np.random.default_rng(1).standard_normal((200, 2))
+    expected, expected_iter = NUMPY.smacof(target.copy(), [classical, better], max_iter=300, tol=1e-4, n_threads=1)
+    got, n_iter = get_backend("torch").smacof(torch.as_tensor(target), [classical, better], max_iter=300,
+                                              tol=1e-4, n_threads=1)
+    alone, alone_iter = NUMPY.smacof(target.copy(), better, max_iter=300, tol=1e-4, n_threads=1)
+    # the same (second) start won on both backends: its layout, both starts' iterations counted
+    assert n_iter > alone_iter and expected_iter > alone_iter
+    np.testing.assert_allclose(got, alone, atol=1e-3 * np.abs(alone).max())
+    np.testing.assert_allclose(expected, alone, atol=1e-6 * np.abs(alone).max())
+
+
 @pytest.mark.parametrize("stride", [1, 2])
 def test_torch_landmark_stage_agrees_with_numpy(digits, stride, monkeypatch):
     # spectral coordinates (on every slice, and on every 2nd slice then spread along time) and

@@ -145,6 +145,27 @@ def test_smacof_momentum_reaches_the_minimum_in_a_fraction_of_plain_steps(seed):
     assert n_iter < plain_steps / 2, (n_iter, plain_steps)
 
 
+def test_smacof_from_several_starts_keeps_the_one_that_ends_at_the_least_stress():
+    # a sphere laid flat has many local minima: random starts end in different ones
+    rng = np.random.default_rng(2)
+    sphere = rng.standard_normal((200, 3))
+    sphere /= np.linalg.norm(sphere, axis=1, keepdims=True)
+    target = mds.pairwise_distances(sphere).astype(np.float32)
+    starts = [np.random.default_rng(seed).standard_normal((200, 2)) for seed in range(4)]
+    alone = [mds.smacof(target, start, max_iter=300, tol=1e-4, weight_power=0) for start in starts]
+    stresses = [_raw_stress(target, layout) for layout, _ in alone]
+    assert max(stresses) > 1.02 * min(stresses), stresses  # the starts did end apart
+    best = int(np.argmin(stresses))
+    for order in (list(range(4)), list(range(4))[::-1]):
+        kept, n_iter = mds.smacof(target, [starts[i] for i in order], max_iter=300, tol=1e-4, weight_power=0)
+        # the least stress, unless an earlier start ended within DISTINCT_STRESS of it
+        first_close = next(i for i in order if stresses[i] <= stresses[best] / (1 - mds.DISTINCT_STRESS))
+        np.testing.assert_allclose(kept, alone[first_close][0])
+        assert n_iter == sum(n for _, n in alone)
+    # and here two starts did end within it (so the order decided between them)
+    assert sum(s <= stresses[best] / (1 - mds.DISTINCT_STRESS) for s in stresses) >= 2, stresses
+
+
 def test_smacof_stops_at_an_exact_fit_without_running_to_max_iter():
     # the start already fits: no step can lower the stress but by rounding, and the momentum's
     # restarts must end the loop rather than retry the same step

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mphate import MPHATE, runtime
-from mphate.embed import pipeline, t_search
+from mphate import MPHATE
+from mphate.embed import t_search
 from mphate.metrics import neighbor_preservation
 from mphate.traces.io import load_trace
 
@@ -138,23 +138,3 @@ def test_overlaps_by_rank_equal_the_pairwise_count_for_every_prefix():
     want = [t_search._overlap(reference[..., :k], found[..., :k]) for k in (5, 10, 40, 40)]
     np.testing.assert_allclose(got, want)
     assert 0.3 < got[2] < 0.9  # neither all shared nor none
-
-
-def test_each_candidate_continues_from_the_larger_t_layout(digits):
-    """The search lays out the largest t from classical MDS and every other t from the layout
-    of the t before it (recomputed here step by step: the same layouts to rounding)."""
-    est = MPHATE(n_landmark=300, random_state=0, n_jobs=1).fit(digits)
-    state, params = est._state, est._stages(est.n_slices_, est.n_units_)[3].params
-    layouts = state.search_layouts
-    previous = None
-    for t in GRID:
-        rng = np.random.default_rng(0)  # only classical MDS draws from it
-        with runtime.blas_threads(1):  # as the fit's stages ran (n_jobs=1): the same rounding
-            again = pipeline.landmark_layout(state.spectrum, t, params, pipeline.NUMPY, rng, 1, start=previous)
-            classical = pipeline.landmark_layout(state.spectrum, t, params, pipeline.NUMPY, rng, 1)
-        if previous is not None:
-            scale = np.abs(again).max()
-            np.testing.assert_allclose(layouts[t], again, rtol=0, atol=1e-9 * scale)
-            # and not the classical start's layout, which SMACOF leaves elsewhere in the basin
-            assert np.abs(layouts[t] - classical).max() > 1e-4 * scale, t
-        previous = layouts[t]

@@ -83,8 +83,9 @@ class NumpyBackend:
         """Euclidean distances between the rows of centred ``points`` (L, d): (L, L) float32."""
         return mds.pairwise_distances(points, dtype=np.float32, center=False)
 
-    def smacof(self, distances, init: np.ndarray, *, max_iter: int, tol: float, n_threads: int):
-        """Metric MDS from ``init`` (L, n_components): (embedding as NumPy float64, iterations)."""
+    def smacof(self, distances, init, *, max_iter: int, tol: float, n_threads: int):
+        """Metric MDS from ``init`` (L, n_components), or from each of a list of starts keeping
+        the least stress: (embedding as NumPy float64, iterations)."""
         # the caller hands the distances over: the refinement may reuse their storage
         return mds.smacof(distances, init, max_iter=max_iter, tol=tol, n_threads=n_threads, overwrite=True)
 

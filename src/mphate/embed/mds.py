@@ -114,7 +114,7 @@ LOCAL_STEPS = 10
 
 def smacof(
     dissimilarities: np.ndarray,
-    init: np.ndarray,
+    init,
     max_iter: int = 300,
     tol: float = 1e-4,
     n_threads: int = 1,
@@ -131,9 +131,11 @@ def smacof(
     Parameters
     ----------
     dissimilarities : ndarray, shape (n, n), symmetric, zero diagonal
-    init : ndarray, shape (n, n_components)
-        The start (classical MDS, or the t search's layout of a larger t).
+    init : ndarray, shape (n, n_components), or a list of them
+        The start; given several, SMACOF runs from each and keeps the layout of least stress
+        (:func:`least_stress`) before the refinement.
     max_iter : int
+        Guttman transforms from each start.
     tol : float
     n_threads : int
         Threads of each sweep over the rows.
@@ -146,17 +148,46 @@ def smacof(
     -------
     embedding : ndarray, shape (n, n_components), float64
     n_iter : int
-        SMACOF's iterations.
+        SMACOF's iterations, from every start together.
     """
     delta = np.asarray(dissimilarities, dtype=np.float32)
-    coords = np.array(init, dtype=np.float64)
-    coords -= coords.mean(axis=0)
-    coords, n_iter = guttman_iterations(
+    starts = [np.array(start, dtype=np.float64) for start in (init if isinstance(init, (list, tuple)) else [init])]
+    coords, n_iter = least_stress(
         lambda x, scale_only=False: _guttman_pass(delta, x, n_threads, scale_only),
-        coords, n=delta.shape[0], delta_sq_sum=float(np.vdot(delta, delta)), max_iter=max_iter, tol=tol)
+        [start - start.mean(axis=0) for start in starts],
+        n=delta.shape[0], delta_sq_sum=float(np.vdot(delta, delta)), max_iter=max_iter, tol=tol)
     if weight_power:
         coords, _ = refine_local(delta, coords, weight_power, n_threads=n_threads, overwrite=overwrite)
     return coords, n_iter
+
+
+#: a later start replaces an earlier one only when it ends this much lower (relative): SMACOF
+#: stops within ``tol`` (1e-4) of a minimum, so two starts in one basin end a rounding apart,
+#: and which one won would then turn on BLAS threads; distinct basins of real landmark
+#: potentials were 0.5-4% apart (docs/algorithm.md, "Layouts continued along t")
+DISTINCT_STRESS = 1e-3
+
+
+def least_stress(guttman, starts, **loop):
+    """:func:`guttman_iterations` from each of ``starts`` (centred); the layout of least stress.
+
+    Why several starts: SMACOF stops in the local minimum nearest its start, and on real
+    landmark potentials the classical-MDS start was sometimes in a poorer one. The t search
+    starts each candidate's SMACOF also from the layout of the next larger t (a smoother
+    potential, fewer minima), and the lower stress was the better picture
+    (docs/algorithm.md, "Layouts continued along t"). A later start wins only by
+    :data:`DISTINCT_STRESS`.
+
+    Returns (coords, Guttman transforms from all starts together); ``loop``: the keyword
+    arguments of :func:`guttman_iterations`.
+    """
+    best, best_stress, total = None, np.inf, 0
+    for start in starts:
+        coords, n_iter, stress = guttman_iterations(guttman, start, **loop)
+        total += n_iter
+        if best is None or stress < best_stress * (1 - DISTINCT_STRESS):
+            best, best_stress = coords, stress
+    return best, total
 
 
 def local_weights(delta: np.ndarray, power: float, overwrite: bool = False):
@@ -332,7 +363,8 @@ def guttman_iterations(guttman, coords, *, n: int, delta_sq_sum: float, max_iter
     ``sum_ij delta_ij d_ij(X)`` and the Guttman transform ``B(X) X / n`` (None when
     ``scale_only``). ``coords`` (n, d) is centred; any array with ``mean(0)`` and ``sum()``
     works. Stops when an accepted step lowers the stress by less than ``tol`` of it.
-    Returns (coords, Guttman transforms made).
+    Returns (coords, Guttman transforms made, raw stress): the stress is that of the point
+    whose transform ``coords`` is, so ``coords``' own stress is at most that.
     """
     # start at the scale that best fits the targets, so the first steps are not spent rescaling
     cross, _ = guttman(coords, scale_only=True)
@@ -363,7 +395,14 @@ def guttman_iterations(guttman, coords, *, n: int, delta_sq_sum: float, max_iter
             break
         point = updated + momentum * (updated - previous) if momentum else updated
         k += 1
-    return (coords if accepted is None else accepted), n_iter
+    if accepted is None:  # no step was taken (max_iter 0): the scaled start
+        return coords, n_iter, _raw_stress(guttman, coords, n, delta_sq_sum)
+    return accepted, n_iter, best
+
+
+def _raw_stress(guttman, coords, n, delta_sq_sum):
+    cross, _ = guttman(coords, scale_only=True)
+    return (2 * n * float((coords * coords).sum()) - 2 * cross + delta_sq_sum) / 2
 
 
 def _guttman_pass(delta: np.ndarray, coords: np.ndarray, n_threads: int, scale_only: bool = False):

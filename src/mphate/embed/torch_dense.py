@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from mphate.embed.diffusion import SINGLE_PRECISION_FROM
-from mphate.embed.mds import LOCAL_STEPS, LOCAL_WEIGHT_POWER, guttman_iterations, local_iterations
+from mphate.embed.mds import LOCAL_STEPS, LOCAL_WEIGHT_POWER, least_stress, local_iterations
 from mphate.optional import require
 
 torch = require("torch", "MPHATE(device=...) other than 'cpu'")
@@ -156,17 +156,19 @@ def nearest_neighbors(points: np.ndarray, k: int, device) -> np.ndarray:
     return out
 
 
-def smacof(dissimilarities, init: np.ndarray, *, max_iter: int = 300, tol: float = 1e-4,
+def smacof(dissimilarities, init, *, max_iter: int = 300, tol: float = 1e-4,
            weight_power: float = LOCAL_WEIGHT_POWER):
     """:func:`mphate.embed.mds.smacof` on a device: same start scaling, Guttman transform,
-    stopping rule and refinement; returns (embedding as NumPy float64 (L, n_components),
-    SMACOF's iterations)."""
+    stopping rule, choice among several starts and refinement; returns (embedding as NumPy
+    float64 (L, n_components), SMACOF's iterations)."""
     delta = dissimilarities.to(torch.float32)
-    coords = torch.as_tensor(np.asarray(init, dtype=np.float64), device=delta.device)
-    coords = coords - coords.mean(dim=0)
+    starts = []
+    for start in (init if isinstance(init, (list, tuple)) else [init]):
+        start = torch.as_tensor(np.asarray(start, dtype=np.float64), device=delta.device)
+        starts.append(start - start.mean(dim=0))
     delta_sq_sum = float((delta.double() * delta.double()).sum())
-    coords, n_iter = guttman_iterations(lambda x, scale_only=False: _guttman(delta, x, scale_only), coords,
-                                        n=delta.shape[0], delta_sq_sum=delta_sq_sum, max_iter=max_iter, tol=tol)
+    coords, n_iter = least_stress(lambda x, scale_only=False: _guttman(delta, x, scale_only), starts,
+                                  n=delta.shape[0], delta_sq_sum=delta_sq_sum, max_iter=max_iter, tol=tol)
     if weight_power:
         coords, _ = refine_local(delta, coords, weight_power)
     return coords.cpu().numpy(), n_iter
