@@ -393,7 +393,9 @@ def landmark_layout(spectrum, t, p, backend, rng, n_threads, log=None, power_tol
     log : StageLog or None (None: silent, no timings)
     power_tol : components of ``P^t`` lighter than this (relative) are left out
     start : ndarray, shape (L, n_components), or None
-        SMACOF's start instead of classical MDS (the t search's layout of the next larger t).
+        Another start for SMACOF (the t search's layout of the next larger t): SMACOF runs
+        from classical MDS and from it, and keeps the lower stress
+        (:func:`mphate.embed.mds.least_stress`).
 
     Returns
     -------
@@ -402,16 +404,16 @@ def landmark_layout(spectrum, t, p, backend, rng, n_threads, log=None, power_tol
     log = log or StageLog(0)
     with log.step("potential"):
         potential = centred_potential(spectrum, t, p["gamma"], backend, tol=power_tol)
-    if start is None or p["mds"] != "metric":
-        with log.step("classical MDS"):
-            # a randomized SVD whose test matrix comes from the same seed on every backend
-            start = backend.classical_mds(potential, p["n_components"], rng)
-        if p["mds"] != "metric":
-            return start
+    with log.step("classical MDS"):
+        # a randomized SVD whose test matrix comes from the same seed on every backend
+        init = backend.classical_mds(potential, p["n_components"], rng)
+    if p["mds"] != "metric":
+        return init
     with log.step("metric MDS"):
         distances = backend.pairwise_distances(potential)
         del potential  # the largest array alive; SMACOF needs only distances
-        layout, n_iter = backend.smacof(distances, start, max_iter=p["mds_max_iter"], tol=p["mds_tol"],
+        starts = init if start is None else [init, start]
+        layout, n_iter = backend.smacof(distances, starts, max_iter=p["mds_max_iter"], tol=p["mds_tol"],
                                         n_threads=n_threads)
         log.note(f"SMACOF: {n_iter} iterations")
     return layout

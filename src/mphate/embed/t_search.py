@@ -9,10 +9,12 @@ So ``t="auto"`` draws the picture the fit would draw at each candidate time and 
 neighbourhood preservation against the trace's own kNN (no labels, no validation set):
 
 1. the candidates, :data:`CANDIDATE_T` capped at ``t_max``, are laid out from the largest t
-   down: the largest from classical MDS, every other by SMACOF from the layout of the t
-   before it. A larger t is a smoother potential with fewer local minima, and continuing
-   from it kept the smaller t's SMACOF out of the poorer minima its classical-MDS start led
-   into (docs/algorithm.md, "Layouts continued along t");
+   down, each by SMACOF from its own classical-MDS start and from the layout of the t
+   before it, keeping the lower stress. A larger t is a smoother potential with fewer local
+   minima, and continuing from it kept the smaller t's SMACOF out of the poorer minima its
+   classical-MDS start led into; the classical start stays because a larger t's layout can
+   itself be poor (an over-smoothed t = 100) and would otherwise be carried all the way
+   down (docs/algorithm.md, "Layouts continued along t");
 2. each picture's points (through the fit's own point-to-landmark transitions) are scored on a
    random subsample of slices (intraslice) and units (interslice) at k = 10 and k = 40;
 3. :func:`choose_t` takes the smallest t whose k = 10 sum (intra + inter) and k = 40 sum are
