@@ -382,7 +382,7 @@ def centred_potential(spectrum, t, gamma, backend, tol=1e-12):
     return backend.center_columns(backend.potential(spectrum.power(t, tol=tol), gamma))
 
 
-def landmark_layout(spectrum, t, p, backend, rng, n_threads, log=None, power_tol=1e-12, start=None):
+def landmark_layout(spectrum, t, p, backend, rng, n_threads, log=None, start=None):
     """The landmarks' layout at diffusion time t: potential, classical MDS, SMACOF.
 
     Parameters
@@ -391,7 +391,6 @@ def landmark_layout(spectrum, t, p, backend, rng, n_threads, log=None, power_tol
     p : dict with gamma, n_components, mds, mds_max_iter, mds_tol
     rng : numpy.random.Generator, for the classical-MDS start
     log : StageLog or None (None: silent, no timings)
-    power_tol : components of ``P^t`` lighter than this (relative) are left out
     start : ndarray, shape (L, n_components), or None
         Another start for SMACOF (the t search's layout of the next larger t): SMACOF runs
         from classical MDS and from it, and keeps the lower stress
@@ -403,7 +402,7 @@ def landmark_layout(spectrum, t, p, backend, rng, n_threads, log=None, power_tol
     """
     log = log or StageLog(0)
     with log.step("potential"):
-        potential = centred_potential(spectrum, t, p["gamma"], backend, tol=power_tol)
+        potential = centred_potential(spectrum, t, p["gamma"], backend)
     with log.step("classical MDS"):
         # a randomized SVD whose test matrix comes from the same seed on every backend
         init = backend.classical_mds(potential, p["n_components"], rng)

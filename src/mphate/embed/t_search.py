@@ -78,12 +78,6 @@ def choose_t(scores: dict, tie=TIE) -> int:
     return max(scores, key=lambda t: (small[t] + large[t], -t))
 
 
-def smallest_within(scores: dict, tie: float) -> int:
-    """The smallest t whose score is within ``tie`` of the best; scores: {t: float}."""
-    top = max(scores.values())
-    return min(t for t, value in scores.items() if value >= top - tie)
-
-
 @dataclass
 class ScoringSample:
     """What the score of every candidate t shares: fixed subsamples and the trace's kNN.
@@ -143,13 +137,6 @@ def _knn_low_dim(points: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def _overlap(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean fraction of shared entries between index sets a and b, both (..., k), by comparing
-    all pairs (the definition :func:`overlaps` is tested against)."""
-    k = a.shape[-1]
-    return float((a[..., :, None] == b[..., None, :]).any(-1).sum(-1).mean() / k)
-
-
 #: rows of the rank table :func:`overlaps` fills at once (rows x candidates int16 entries)
 _OVERLAP_CHUNK_ENTRIES = 2**23
 
@@ -158,7 +145,7 @@ def overlaps(reference: np.ndarray, found: np.ndarray, ks) -> list[float]:
     """For each k of ``ks``: the mean fraction of the first k of ``found`` among the first k
     of ``reference``, both (..., K) neighbour indices, nearest first (k is capped at K).
 
-    Equals :func:`_overlap` of the two prefixes. Each row's reference neighbours are written
+    Equals comparing the two prefixes pair by pair. Each row's reference neighbours are written
     into a table by rank, and ``found``'s looked up in it: one pass for every k, where
     comparing all pairs costs K^2 per row (1,600 at K = 40).
     """
