@@ -73,7 +73,7 @@ def t_grid(trace: np.ndarray, t_auto: int | None, seed: int, n_jobs: int | None,
     estimator = MPHATE(**dict(br.PAPER, random_state=seed, n_jobs=n_jobs))
     embedding = estimator.fit_transform(trace)
     auto = dict(t=int(estimator.t_), **neighbor_preservation(embedding, trace, 10),
-                # the quick pictures' (intra, inter) for each candidate t, to compare with the grid
+                # the search's (intra, inter) at k = 10 and 40 for each candidate t, to compare with the grid
                 t_scores={str(t): list(v) for t, v in sorted(estimator.t_scores_.items())})
     rows = {"t": [], "intraslice": [], "interslice": []}
     for t in grid:

@@ -379,9 +379,7 @@ def guttman_iterations(guttman, coords, *, n: int, delta_sq_sum: float, max_iter
     for n_iter in range(1, max_iter + 1):
         point = point - point.mean(0)
         cross, updated = guttman(point)
-        # raw stress = sum_ij (d - delta)^2 / 2; for centred points sum_ij d^2 = 2 n sum_i |x_i|^2
-        dist_sq_sum = 2 * n * float((point * point).sum())
-        raw_stress = (dist_sq_sum - 2 * cross + delta_sq_sum) / 2
+        raw_stress = _raw_stress(cross, point, n, delta_sq_sum)
         if raw_stress > best:
             if k == 1:  # a plain step from an accepted transform rose: rounding, converged
                 break
@@ -396,12 +394,13 @@ def guttman_iterations(guttman, coords, *, n: int, delta_sq_sum: float, max_iter
         point = updated + momentum * (updated - previous) if momentum else updated
         k += 1
     if accepted is None:  # no step was taken (max_iter 0): the scaled start
-        return coords, n_iter, _raw_stress(guttman, coords, n, delta_sq_sum)
+        return coords, n_iter, _raw_stress(guttman(coords, scale_only=True)[0], coords, n, delta_sq_sum)
     return accepted, n_iter, best
 
 
-def _raw_stress(guttman, coords, n, delta_sq_sum):
-    cross, _ = guttman(coords, scale_only=True)
+def _raw_stress(cross: float, coords, n: int, delta_sq_sum: float) -> float:
+    """``sum_ij (d_ij - delta_ij)^2 / 2`` from the cross term ``sum_ij delta_ij d_ij`` of
+    centred ``coords`` (for them ``sum_ij d_ij^2 = 2 n sum_i |x_i|^2``)."""
     return (2 * n * float((coords * coords).sum()) - 2 * cross + delta_sq_sum) / 2
 
 

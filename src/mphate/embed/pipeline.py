@@ -321,7 +321,8 @@ class DiffusionTimeStage(Stage):
 
     Params: ``t`` ("auto", "knee" or a positive int), ``t_max``; for "auto" also the
     embedding's ``gamma``, ``n_components``, ``mds``, ``mds_max_iter``, ``mds_tol``, since it
-    scores candidate times by the pictures they give (:mod:`mphate.embed.t_search`). "knee" is the knee of the entropy curve (PHATE's rule).
+    scores candidate times by the pictures they give (:mod:`mphate.embed.t_search`). "knee" is
+    the knee of the entropy curve (PHATE's rule).
     """
 
     name = "diffusion time"
@@ -373,13 +374,12 @@ class DiffusionTimeStage(Stage):
         return t_search.choose_t(scores), scores
 
 
-def centred_potential(spectrum, t, gamma, backend, tol=1e-12):
+def centred_potential(spectrum, t, gamma, backend):
     """The potential of ``P^t`` with centred columns, shape (L, L), on the backend.
 
-    ``tol``: components of ``P^t`` lighter than this (relative) are left out of the power.
     Centred once: distances and PCA ignore it, and later steps need no copy.
     """
-    return backend.center_columns(backend.potential(spectrum.power(t, tol=tol), gamma))
+    return backend.center_columns(backend.potential(spectrum.power(t), gamma))
 
 
 def landmark_layout(spectrum, t, p, backend, rng, n_threads, log=None, start=None):
