@@ -89,10 +89,10 @@ class NumpyBackend:
         # the caller hands the distances over: the refinement may reuse their storage
         return mds.smacof(distances, init, max_iter=max_iter, tol=tol, n_threads=n_threads, overwrite=True)
 
-    def nearest_neighbors(self, points: np.ndarray, k: int) -> np.ndarray:
+    def nearest_neighbors(self, points: np.ndarray, k: int, *, n_threads: int = 1) -> np.ndarray:
         """Indices of the k nearest other rows within each batch of NumPy ``points`` (b, n, d):
         NumPy (b, n, k) (the t search's scores, :func:`mphate.embed.t_search.nearest_neighbors`)."""
-        return t_search.nearest_neighbors(points, k)
+        return t_search.nearest_neighbors(points, k, n_threads)
 
     def to_numpy(self, array) -> np.ndarray:
         return np.asarray(array)
@@ -175,7 +175,7 @@ class TorchBackend:
     def smacof(self, distances, init, *, max_iter: int, tol: float, n_threads: int):
         return self._ops.smacof(distances, init, max_iter=max_iter, tol=tol)
 
-    def nearest_neighbors(self, points, k):
+    def nearest_neighbors(self, points, k, *, n_threads: int = 1):
         return self._ops.nearest_neighbors(points, k, self.device)
 
     def to_numpy(self, array) -> np.ndarray:

@@ -216,9 +216,10 @@ def local_weights(delta: np.ndarray, power: float, overwrite: bool = False):
 
 def _reciprocal_into(rows: np.ndarray, out: np.ndarray) -> np.ndarray:
     """``1 / rows`` where rows are positive, 0 elsewhere, into ``out`` (the power-0.5 weights
-    from ``w * delta = sqrt(delta)``)."""
-    out.fill(0.0)
-    np.divide(np.float32(1.0), rows, out=out, where=rows > 0)
+    from ``w * delta = sqrt(delta)``, which is never negative)."""
+    with np.errstate(divide="ignore"):
+        np.divide(np.float32(1.0), rows, out=out)
+    out[rows == 0] = 0.0  # cheaper than a masked division: zeros are the diagonal and ties
     return out
 
 
@@ -302,19 +303,22 @@ def _local_pass(weights, weighted_delta, weight_sums, constant, coords, n_thread
     """
     points = coords.astype(np.float32)
     points_t = np.ascontiguousarray(points.T)
+    factors = _DistanceFactors(points)
     target = np.empty_like(coords)
 
     def sweep(start, stop, dist, work, weight_rows=None):
-        _distances_into(points[start:stop], dist, points)
+        factors.distances_into(start, stop, dist)
         wd = weighted_delta[start:stop]
         w = weights[start:stop] if weights is not None else _reciprocal_into(wd, weight_rows)
         cross = float(np.vdot(wd, dist))
         np.multiply(dist, dist, out=work)
         fitted = float(np.vdot(w, work))
-        # w delta / d, with coincident points pulling nothing: where d is 0, work already
-        # holds d * d = 0
-        np.divide(wd, dist, out=work, where=dist > 0)
-        ratio_sums = work.sum(axis=1, dtype=np.float64)
+        # w delta / d, with coincident points pulling nothing: an infinite distance there is
+        # cheaper than a masked division
+        dist[dist == 0] = np.inf
+        np.divide(wd, dist, out=work)
+        # float32 sums of a contiguous row are pairwise: accurate, and half the time of float64
+        ratio_sums = work.sum(axis=1).astype(np.float64)
         # W X - R X as one product, (W - R) X, by einsum rather than BLAS: the momentum carries
         # rounding forward, and BLAS rounds differently for each thread count
         np.subtract(w, work, out=work)
@@ -411,32 +415,44 @@ def _guttman_pass(delta: np.ndarray, coords: np.ndarray, n_threads: int, scale_o
     """
     n = delta.shape[0]
     points = coords.astype(np.float32)
+    factors = _DistanceFactors(points)
+    # one product gives each row's pulls on the points and, by the ones column, their sum
+    points_and_ones = np.hstack([points, np.ones((n, 1), dtype=np.float32)])
     updated = np.empty_like(coords)
 
     def sweep(start, stop, dist):
-        _distances_into(points[start:stop], dist, points)
+        factors.distances_into(start, stop, dist)
         cross = float(np.vdot(delta[start:stop], dist))
         if not scale_only:
-            # delta / d, with coincident points (and the diagonal) pulling nothing
-            np.divide(delta[start:stop], dist, out=dist, where=dist > 0)
-            ratio_sums = dist.sum(axis=1, dtype=np.float64)
-            updated[start:stop] = (ratio_sums[:, None] * coords[start:stop] - dist @ points) / n
+            # delta / d, with coincident points (and the diagonal) pulling nothing: an
+            # infinite distance there is cheaper than a masked division
+            dist[dist == 0] = np.inf
+            np.divide(delta[start:stop], dist, out=dist)
+            pulled = dist @ points_and_ones
+            ratio_sums = pulled[:, -1:].astype(np.float64)
+            updated[start:stop] = (ratio_sums * coords[start:stop] - pulled[:, :-1]) / n
         return cross
 
     cross = sum(_sweep_row_blocks(sweep, n, 1, n_threads))
     return cross, updated
 
 
-def _distances_into(rows: np.ndarray, out: np.ndarray, points: np.ndarray) -> None:
-    """Euclidean distances from ``rows`` to every row of low-dimensional ``points``, into ``out``.
+class _DistanceFactors:
+    """Euclidean distances from blocks of rows of low-dimensional ``points`` (n, d) to all of
+    them, ``|x|^2 + |y|^2 - 2 x.y`` from one matrix product of augmented coordinates, so the
+    output is written once rather than built up over several passes. The right factor is made
+    once per sweep, not once per block."""
 
-    ``|x|^2 + |y|^2 - 2 x.y`` comes out of one matrix product of augmented coordinates, so the
-    output is written once rather than built up over several passes.
-    """
-    row_sq = np.einsum("ij,ij->i", rows, rows)[:, None]
-    point_sq = np.einsum("ij,ij->i", points, points)[:, None]
-    left = np.hstack([rows, np.ones_like(row_sq), row_sq])
-    right = np.hstack([-2.0 * points, point_sq, np.ones_like(point_sq)])
-    np.matmul(left, right.T, out=out)
-    np.maximum(out, 0.0, out=out)
-    np.sqrt(out, out=out)
+    def __init__(self, points: np.ndarray):
+        self.points = points
+        self.squares = np.einsum("ij,ij->i", points, points)[:, None]
+        ones = np.ones_like(self.squares)
+        self.right = np.ascontiguousarray(np.hstack([-2.0 * points, self.squares, ones]).T)
+
+    def distances_into(self, start: int, stop: int, out: np.ndarray) -> None:
+        """Distances from rows ``start:stop`` to every row, into ``out`` (stop - start, n)."""
+        squares = self.squares[start:stop]
+        left = np.hstack([self.points[start:stop], np.ones_like(squares), squares])
+        np.matmul(left, self.right, out=out)
+        np.maximum(out, np.float32(0.0), out=out)
+        np.sqrt(out, out=out)

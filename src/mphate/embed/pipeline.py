@@ -40,6 +40,7 @@ Resources (threads, one random generator per stage, the backend, the log) come i
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import sys
 import time
@@ -360,7 +361,7 @@ class DiffusionTimeStage(Stage):
         """
         p, backend, operator = self.params, res.backend, state.operator
         n_slices, n_units = state.features.shape[:2]
-        knn = backend.nearest_neighbors
+        knn = functools.partial(backend.nearest_neighbors, n_threads=res.n_threads)
         sample = t_search.scoring_sample(state.features, res.rng(self.name), knn=knn)
         scores, layouts, previous = {}, state.search_layouts, None
         for t in t_search.candidate_times(p["t_max"]):

@@ -28,6 +28,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from mphate.embed.kernel import exact_sq_distances
+from mphate.runtime import parallel_map
 
 #: candidate times, a factor of about sqrt(2) apart, laid out in this order (capped at t_max).
 #: Nothing below 12: on the eleven real runs of docs/benchmarks.md every run had a t >= 12
@@ -105,12 +106,12 @@ class ScoringSample:
     mds_seed: int
 
 
-def _knn(points: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k nearest other rows within each batch, nearest first: (b, n, d) -> (b, n, k).
+def _knn_into(points: np.ndarray, k: int, out: np.ndarray) -> None:
+    """Indices of the k nearest other rows within each batch, nearest first: (b, n, d) into
+    ``out`` (b, n, k).
 
     One batch at a time, so memory stays at one n x n block (wide layers have thousands of units).
     """
-    out = np.empty(points.shape[:2] + (k,), dtype=np.intp)
     n = points.shape[1]
     diagonal = np.arange(n)
     for b, block in enumerate(points):
@@ -119,13 +120,11 @@ def _knn(points: np.ndarray, k: int) -> np.ndarray:
         nearest = np.argpartition(dist, k - 1, axis=1)[:, :k]
         order = np.argsort(np.take_along_axis(dist, nearest, axis=1), axis=1, kind="stable")
         out[b] = np.take_along_axis(nearest, order, axis=1)
-    return out
 
 
-def _knn_low_dim(points: np.ndarray, k: int) -> np.ndarray:
-    """:func:`_knn` for a few dimensions (an embedding's 2 or 3): a k-d tree per batch instead
-    of the dense n x n block, the same neighbours up to ties at the k-th distance."""
-    out = np.empty(points.shape[:2] + (k,), dtype=np.intp)
+def _knn_low_dim_into(points: np.ndarray, k: int, out: np.ndarray) -> None:
+    """:func:`_knn_into` for a few dimensions (an embedding's 2 or 3): a k-d tree per batch
+    instead of the dense n x n block, the same neighbours up to ties at the k-th distance."""
     n = points.shape[1]
     rows = np.arange(n)
     for b, block in enumerate(points):
@@ -134,7 +133,6 @@ def _knn_low_dim(points: np.ndarray, k: int) -> np.ndarray:
         is_self = found == rows[:, None]
         is_self[~is_self.any(axis=1), -1] = True
         out[b] = found[~is_self].reshape(n, k)
-    return out
 
 
 #: rows of the rank table :func:`overlaps` fills at once (rows x candidates int16 entries)
@@ -168,13 +166,23 @@ def overlaps(reference: np.ndarray, found: np.ndarray, ks) -> list[float]:
     return [float(h / (len(ref) * k)) if len(ref) else 0.0 for h, k in zip(hits, ks)]
 
 
-def nearest_neighbors(points: np.ndarray, k: int) -> np.ndarray:
+def nearest_neighbors(points: np.ndarray, k: int, n_threads: int = 1) -> np.ndarray:
     """Indices of the k nearest other rows within each batch, nearest first: (b, n, d) -> (b, n, k).
 
     A k-d tree per batch for a few dimensions (an embedding's 2 or 3), else one dense block of
-    distances per batch. The NumPy backend's ``nearest_neighbors``.
+    distances per batch; the batches split over ``n_threads`` (both release the GIL). The NumPy
+    backend's ``nearest_neighbors``.
     """
-    return _knn_low_dim(points, k) if points.shape[2] <= 3 else _knn(points, k)
+    out = np.empty(points.shape[:2] + (k,), dtype=np.intp)
+    fill = _knn_low_dim_into if points.shape[2] <= 3 else _knn_into
+    groups = np.array_split(np.arange(len(points)), max(1, min(int(n_threads), len(points))))
+
+    def run(batches):
+        if len(batches):
+            fill(points[batches[0]:batches[-1] + 1], k, out[batches[0]:batches[-1] + 1])
+
+    parallel_map(run, groups, n_threads)
+    return out
 
 
 def scoring_sample(features: np.ndarray, rng: np.random.Generator, *,
