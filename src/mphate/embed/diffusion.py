@@ -63,8 +63,15 @@ class SpectralDecomposition:
         # components are the leading ones: a view, not a copy; the mask is the general case
         vectors = self.eigenvectors[:, :n_kept] if keep[:n_kept].all() else self.eigenvectors[:, keep]
         dtype = vectors.dtype
-        scaled = vectors * powered[keep].astype(dtype)
-        result = scaled @ vectors.T
+        weights = powered[keep]
+        if np.all(weights >= 0):
+            # V diag(l^t) V^T = (V diag(l^t/2)) (V diag(l^t/2))^T: NumPy hands a product with
+            # its own transpose to BLAS's syrk, half the work of a general product
+            scaled = vectors * np.sqrt(weights).astype(dtype)
+            result = scaled @ scaled.T
+        else:  # an odd power of a negative eigenvalue (not for a PSD landmark operator)
+            scaled = vectors * weights.astype(dtype)
+            result = scaled @ vectors.T
         del scaled
         # the row factor C^-1/2 is left out: rows are scaled by positive numbers, which the
         # clipping below keeps and the row normalisation cancels
