@@ -68,7 +68,7 @@ def study(trace_path: str, reference_path: str, seed: int = 0) -> dict:
     entry = {"reference": reference, "auto_t": int(est.t_), "auto": br.preservation_cells(est.embedding_, trace),
              "t_scores": {int(t): list(v) for t, v in est.t_scores_.items()}, "grid": {}}
     to_points = est.landmark_operator_.point_to_landmark
-    for t, layout in sorted(est._state.search_layouts.items()):
+    for t, layout in sorted(est._state.layouts.items()):
         entry["grid"][t] = br.preservation_cells(np.asarray(to_points @ layout), trace)
     return entry
 

@@ -148,19 +148,45 @@ def test_overlaps_by_rank_equal_the_pairwise_count_for_every_prefix():
 def test_each_candidate_is_the_lower_stress_of_its_classical_and_continued_starts(digits):
     """The search lays out the largest t from classical MDS and every other t from both its
     classical start and the layout of the t before it (recomputed here: the same layouts from
-    the same classical-MDS seed, the one the search draws from its stage's generator). On this
+    the same classical-MDS seed, the first draw of the embedding stage's generator). On this
     small trace both starts end in one basin, so which start wins is tested on a sphere
     (tests/embed/test_stages.py), not here."""
     est = MPHATE(n_landmark=300, random_state=0, n_jobs=1).fit(digits)
     state, params = est._state, est._stages(est.n_slices_, est.n_units_)[3].params
-    layouts = state.search_layouts
-    search_rng = runtime.stage_generators(0, pipeline.STAGE_NAMES)["diffusion time"]
-    mds_seed = t_search.scoring_sample(state.features, search_rng).mds_seed
+    layouts = state.layouts
+    mds_seed = runtime.stage_generators(0, pipeline.STAGE_NAMES)["embedding"].integers(2**31 - 1)
     previous = None
     for t in GRID:
         with runtime.blas_threads(1):  # as the fit's stages ran (n_jobs=1): the same rounding
             again = pipeline.landmark_layout(state.spectrum, t, params, pipeline.NUMPY,
                                              np.random.default_rng(mds_seed), 1, start=previous)
-        if previous is not None:
-            np.testing.assert_allclose(layouts[t], again, rtol=0, atol=1e-4 * np.abs(again).max())
+        np.testing.assert_allclose(layouts[t], again, rtol=0, atol=1e-4 * np.abs(again).max())
         previous = layouts[t]
+
+
+def test_a_given_t_draws_the_picture_auto_drew_at_that_t(digits):
+    """A fixed t lays out along the same chain of candidate times as the search, from the same
+    seed: a fresh fit at the auto fit's t, and a refit set to it, give the auto fit's picture."""
+    auto = MPHATE(n_landmark=300, random_state=0, n_jobs=1).fit(digits)
+    assert auto.t_ < 100  # so the chain above it is not empty
+    fresh = MPHATE(n_landmark=300, random_state=0, n_jobs=1, t=auto.t_).fit(digits)
+    extent = np.ptp(auto.embedding_)
+    np.testing.assert_allclose(fresh.embedding_, auto.embedding_, rtol=0, atol=1e-9 * extent)
+    refit = auto.set_params(t=auto.t_).fit(digits)
+    np.testing.assert_allclose(refit.embedding_, fresh.embedding_, rtol=0, atol=1e-9 * extent)
+
+
+def test_a_given_t_between_candidates_continues_from_the_candidate_above_it(digits):
+    est = MPHATE(n_landmark=300, random_state=0, n_jobs=1, t=20).fit(digits)
+    state, params = est._state, est._stages(est.n_slices_, est.n_units_)[4].params
+    assert pipeline.layout_chain(20, params) == [100, 71, 50, 35, 25, 20]
+    assert sorted(state.layouts) == [20, 25, 35, 50, 71, 100]
+    mds_seed = runtime.stage_generators(0, pipeline.STAGE_NAMES)["embedding"].integers(2**31 - 1)
+    with runtime.blas_threads(1):
+        again = pipeline.landmark_layout(state.spectrum, 20, params, pipeline.NUMPY,
+                                         np.random.default_rng(mds_seed), 1, start=state.layouts[25])
+    np.testing.assert_allclose(est.landmark_embedding_, again, rtol=0, atol=1e-4 * np.abs(again).max())
+    # a t above every candidate, or PHATE's own layout (t_max None), has no chain
+    assert pipeline.layout_chain(150, params) == [150]
+    assert pipeline.layout_chain(20, dict(params, t_max=None)) == [20]
+    assert pipeline.layout_chain(20, dict(params, mds="classic")) == [20]

@@ -211,7 +211,7 @@ class MPHATE(ParamsMixin):
             # t="auto" scores the pictures, so the embedding's parameters are its inputs too
             pipeline.DiffusionTimeStage(t=self.t, t_max=self.t_max,
                                         **(picture if isinstance(self.t, str) and self.t == "auto" else {})),
-            pipeline.EmbeddingStage(**picture),
+            pipeline.EmbeddingStage(**picture, t_max=self.t_max),
         ]
 
     # ------------------------------------------------------------------ fitting

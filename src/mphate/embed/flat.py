@@ -131,7 +131,8 @@ def phate_flattened(X: np.ndarray, *, knn_k: int = 5, decay: float = 40, n_landm
         LandmarkStage(n_landmark=n_landmark, n_svd=n_svd, stride=1),
         SpectrumStage(),
         DiffusionTimeStage(t="knee", t_max=100),  # PHATE's own rule
-        EmbeddingStage(gamma=gamma, n_components=2, mds="metric", mds_max_iter=300, mds_tol=1e-4),
+        # t_max None: SMACOF from classical MDS alone, as PHATE lays out
+        EmbeddingStage(gamma=gamma, n_components=2, mds="metric", mds_max_iter=300, mds_tol=1e-4, t_max=None),
     ]
     data = np.asarray(X)
     state = PipelineState(data=data, fingerprint=fingerprint(data))

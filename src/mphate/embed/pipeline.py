@@ -113,9 +113,18 @@ class Resources:
     rngs: dict = field(default_factory=dict)
     backend: NumpyBackend = NUMPY
     log: StageLog = field(default_factory=StageLog)
+    _layout_seed: int | None = field(default=None, repr=False)
 
     def rng(self, stage_name: str) -> np.random.Generator:
         return self.rngs[stage_name]
+
+    def layout_seed(self) -> int:
+        """The seed of every landmark layout's classical-MDS start in this fit: the first draw
+        of the embedding stage's generator, made once, whichever stage lays out first (the t
+        search, or the embedding at a given t), so both draw the same pictures."""
+        if self._layout_seed is None:
+            self._layout_seed = int(self.rng("embedding").integers(2**31 - 1))
+        return self._layout_seed
 
 
 @dataclass
@@ -138,9 +147,13 @@ class PipelineState:
     t_scores : dict of int -> tuple of 4 (float or None)
         t="auto": each candidate t's picture's (intraslice k10, interslice k10, intraslice k40,
         interslice k40) preservation on the scored subsample.
-    search_layouts : dict of int -> ndarray of shape (L, n_components)
-        t="auto": the landmark layout the search drew at each candidate t (the chosen t's is
-        the fit's).
+    layouts : dict of int -> ndarray of shape (L, n_components)
+        Landmark layouts drawn so far along the chain of candidate times
+        (:func:`continued_layout`): the t search's pictures, and a given t's with the
+        candidates above it; reused while ``layouts_key`` holds.
+    layouts_key : tuple
+        What ``layouts`` were drawn from: the spectrum's key, the picture's parameters,
+        ``t_max``, the layout seed and the backend.
     features : ndarray, shape (n_slices, n_units, n_features), or None
         What the kernel was built from, kept for t="auto"'s scores (the lean kernel holds the
         same array; None for kernels without slices).
@@ -159,7 +172,8 @@ class PipelineState:
     entropy: np.ndarray | None = None
     t_candidates: list = field(default_factory=list)
     t_scores: dict = field(default_factory=dict)
-    search_layouts: dict = field(default_factory=dict)
+    layouts: dict = field(default_factory=dict)
+    layouts_key: tuple = ()
     features: np.ndarray | None = None
     t: int | None = None
     landmark_embedding: np.ndarray | None = None
@@ -335,7 +349,7 @@ class DiffusionTimeStage(Stage):
         with res.log.step("diffusion time"):
             state.entropy = diffusion.von_neumann_entropy(state.spectrum.eigenvalues, p["t_max"])
             state.t_candidates = diffusion.t_candidates(state.entropy)
-            state.t_scores, state.search_layouts = {}, {}
+            state.t_scores = {}
             searching = p["t"] == "auto" and state.features is not None
             if searching:
                 state.t, state.t_scores = self._search(state, res)
@@ -354,8 +368,9 @@ class DiffusionTimeStage(Stage):
                           diffusion.AmbiguousKneeWarning, stacklevel=runtime.caller_stacklevel())
 
     def _search(self, state, res):
-        """t="auto": the fit's picture at every candidate t, largest first, each SMACOF also
-        started from the layout before it; :func:`mphate.embed.t_search.choose_t` decides.
+        """t="auto": the fit's picture at every candidate t, largest first, each continued from
+        the one before it (:func:`continued_layout`); :func:`mphate.embed.t_search.choose_t`
+        decides.
 
         Returns (t, {t: (intra k10, inter k10, intra k40, inter k40)}).
         """
@@ -363,16 +378,60 @@ class DiffusionTimeStage(Stage):
         n_slices, n_units = state.features.shape[:2]
         knn = functools.partial(backend.nearest_neighbors, n_threads=res.n_threads)
         sample = t_search.scoring_sample(state.features, res.rng(self.name), knn=knn)
-        scores, layouts, previous = {}, state.search_layouts, None
+        scores = {}
         for t in t_search.candidate_times(p["t_max"]):
-            layout = layouts[t] = landmark_layout(state.spectrum, t, p, backend,
-                                                  np.random.default_rng(sample.mds_seed), res.n_threads,
-                                                  start=previous)
+            layout = continued_layout(state, res, t, p)
             scores[t] = t_search.preservation_score(operator.point_to_landmark @ layout, sample,
                                                     n_slices, n_units, knn=knn)
-            previous = layout
-        # the winner's layout is the fit's: the embedding stage maps it instead of redrawing it
+        # the winner's layout is the fit's: the embedding stage finds it among state.layouts
         return t_search.choose_t(scores), scores
+
+
+def layout_chain(t: int, p: dict) -> list[int]:
+    """The times laid out to reach ``t``: the candidates of the t search above it (largest
+    first, capped at ``p["t_max"]``), then ``t``. Just ``t`` for classical MDS (no SMACOF to
+    start) or ``t_max`` None (a classical-MDS start only, as PHATE's published method)."""
+    if p["t_max"] is None or p["mds"] != "metric":
+        return [int(t)]
+    return [c for c in t_search.candidate_times(p["t_max"]) if c > t] + [int(t)]
+
+
+def continued_layout(state, res, t, p, log=None):
+    """The landmarks' layout at diffusion time ``t``, continued along :func:`layout_chain`.
+
+    The first time of the chain is laid out from classical MDS; every later one by SMACOF
+    from its own classical-MDS start and from the layout before it, keeping the lower stress
+    (:func:`landmark_layout`). So a given t draws the very picture the t search drew at that
+    t, and neither lands in the poorer minimum a classical start alone can lead into at small
+    t (docs/algorithm.md, "Layouts continued along t"). Layouts already in ``state.layouts``
+    (same spectrum, parameters, seed, backend) are reused, so the chain costs only its new
+    steps.
+
+    Parameters
+    ----------
+    state : PipelineState (``spectrum`` set; ``layouts`` read and extended)
+    res : Resources (the layout seed, threads, backend)
+    t : int
+    p : dict with gamma, n_components, mds, mds_max_iter, mds_tol, t_max
+    log : StageLog or None (timed steps of each new layout)
+
+    Returns
+    -------
+    ndarray, shape (L, n_components)
+    """
+    seed = res.layout_seed()
+    picture = tuple(sorted((k, p[k]) for k in ("gamma", "n_components", "mds", "mds_max_iter", "mds_tol")))
+    key = (state.keys.get("spectrum"), picture, p["t_max"], seed, str(res.backend))
+    if state.layouts_key != key:
+        state.layouts, state.layouts_key = {}, key
+    previous = None
+    for step in layout_chain(t, p):
+        if step not in state.layouts:
+            state.layouts[step] = landmark_layout(state.spectrum, step, p, res.backend,
+                                                  np.random.default_rng(seed), res.n_threads,
+                                                  log=log, start=previous)
+        previous = state.layouts[step]
+    return previous
 
 
 def centred_potential(spectrum, t, gamma, backend):
@@ -420,10 +479,12 @@ def landmark_layout(spectrum, t, p, backend, rng, n_threads, log=None, start=Non
 
 
 class EmbeddingStage(Stage):
-    """Potential of ``P^t``, classical MDS, metric MDS (SMACOF), then landmarks to points.
+    """The landmarks' layout at the fit's t (:func:`continued_layout`: potential of ``P^t``,
+    classical MDS, SMACOF, continued from the candidate times above t), then landmarks to
+    points.
 
     Params: ``gamma``, ``n_components``, ``mds`` ("metric" or "classic"), ``mds_max_iter``,
-    ``mds_tol``.
+    ``mds_tol``, ``t_max`` (where the chain of layouts starts; None: no chain).
     """
 
     name = "embedding"
@@ -431,14 +492,13 @@ class EmbeddingStage(Stage):
     on_backend = True
 
     def run(self, state, res):
-        drawn = state.search_layouts.get(state.t)
-        if drawn is not None:
-            # t="auto" drew this very layout to choose t (same parameters: they key that stage)
-            state.landmark_embedding = drawn
-            res.log.note("landmark layout: the t search's full picture at this t")
-        else:
-            state.landmark_embedding = landmark_layout(state.spectrum, state.t, self.params, res.backend,
-                                                       res.rng(self.name), res.n_threads, res.log)
+        chain = layout_chain(state.t, self.params)
+        drawn = state.t in state.layouts
+        state.landmark_embedding = continued_layout(state, res, state.t, self.params, res.log)
+        if drawn:  # t="auto" drew this very layout to choose t, or an earlier fit drew it
+            res.log.note(f"landmark layout at t = {state.t}: drawn already")
+        elif len(chain) > 1:
+            res.log.note(f"landmark layout at t = {state.t}: continued along t = {', '.join(map(str, chain))}")
         with res.log.step("map landmarks to points"):
             embedding = state.operator.point_to_landmark @ state.landmark_embedding.astype(np.float64)
         state.embedding = np.asarray(embedding, dtype=np.float64)

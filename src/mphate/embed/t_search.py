@@ -94,8 +94,6 @@ class ScoringSample:
         there is room for; None when there are too few units / slices.
     ks : tuple of int
         The neighbour counts scored (:data:`SCORE_K`).
-    mds_seed : int
-        Seed of the classical-MDS starts, the same for every candidate.
     """
 
     slices: np.ndarray
@@ -103,7 +101,6 @@ class ScoringSample:
     reference_intra: np.ndarray | None
     reference_inter: np.ndarray | None
     ks: tuple
-    mds_seed: int
 
 
 def _knn_into(points: np.ndarray, k: int, out: np.ndarray) -> None:
@@ -206,8 +203,7 @@ def scoring_sample(features: np.ndarray, rng: np.random.Generator, *,
     reference_intra = knn(features[slices], k_intra) if k_intra >= 1 else None
     reference_inter = (knn(np.ascontiguousarray(features[:, units].transpose(1, 0, 2)), k_inter)
                        if k_inter >= 1 else None)
-    return ScoringSample(slices, units, reference_intra, reference_inter, tuple(ks),
-                         mds_seed=int(rng.integers(2**31 - 1)))
+    return ScoringSample(slices, units, reference_intra, reference_inter, tuple(ks))
 
 
 def preservation_score(embedding: np.ndarray, sample: ScoringSample, n_slices: int, n_units: int,
