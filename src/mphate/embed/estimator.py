@@ -35,7 +35,9 @@ class MPHATE(ParamsMixin):
         sums are both near their best wins, and its picture is the fit's
         (:mod:`mphate.embed.t_search`). "knee" takes the knee of the von
         Neumann entropy curve (PHATE's rule: free, but on real runs it can land far from the
-        best picture; docs/algorithm.md).
+        best picture; docs/algorithm.md). Any t is laid out along the search's chain (each
+        SMACOF also continued from the candidate above it, same seed), so ``t=est.t_`` gives
+        the auto fit's picture.
     gamma : float in [-1, 1], default 0
         Potential: 0 is the square-root potential (M-PHATE's default), 1 the log potential.
     normalize : bool, default True

@@ -35,6 +35,11 @@ gamma, n_components, mds, mds_max_iter, mds_tol             embedding (diffusion
 n_jobs, verbose                                             none (resources, not inputs)
 ==========================================================  ==============================
 
+Landmark layouts have a cache of their own (``PipelineState.layouts``): a rerun of the
+diffusion time or the embedding reuses every layout already drawn along the chain of candidate
+times while the spectrum, the picture's parameters, ``t_max``, the layout seed and the backend
+are unchanged (:func:`continued_layout`).
+
 Resources (threads, one random generator per stage, the backend, the log) come in a
 :class:`Resources` object, never from global state.
 """
