@@ -424,19 +424,24 @@ def continued_layout(state, res, t, p, log=None):
     -------
     ndarray, shape (L, n_components)
     """
-    seed = res.layout_seed()
-    picture = tuple(sorted((k, p[k]) for k in ("gamma", "n_components", "mds", "mds_max_iter", "mds_tol")))
-    key = (state.keys.get("spectrum"), picture, p["t_max"], seed, str(res.backend))
-    if state.layouts_key != key:
-        state.layouts, state.layouts_key = {}, key
+    layouts, seed = valid_layouts(state, res, p), res.layout_seed()
     previous = None
     for step in layout_chain(t, p):
-        if step not in state.layouts:
-            state.layouts[step] = landmark_layout(state.spectrum, step, p, res.backend,
-                                                  np.random.default_rng(seed), res.n_threads,
-                                                  log=log, start=previous)
-        previous = state.layouts[step]
+        if step not in layouts:
+            layouts[step] = landmark_layout(state.spectrum, step, p, res.backend, np.random.default_rng(seed),
+                                            res.n_threads, log=log, start=previous)
+        previous = layouts[step]
     return previous
+
+
+def valid_layouts(state, res, p) -> dict:
+    """``state.layouts``, emptied first when they were drawn from another spectrum, picture,
+    ``t_max``, layout seed or backend than this fit's."""
+    picture = tuple(sorted((k, p[k]) for k in ("gamma", "n_components", "mds", "mds_max_iter", "mds_tol")))
+    key = (state.keys.get("spectrum"), picture, p["t_max"], res.layout_seed(), str(res.backend))
+    if state.layouts_key != key:
+        state.layouts, state.layouts_key = {}, key
+    return state.layouts
 
 
 def centred_potential(spectrum, t, gamma, backend):
@@ -498,7 +503,7 @@ class EmbeddingStage(Stage):
 
     def run(self, state, res):
         chain = layout_chain(state.t, self.params)
-        drawn = state.t in state.layouts
+        drawn = state.t in valid_layouts(state, res, self.params)
         state.landmark_embedding = continued_layout(state, res, state.t, self.params, res.log)
         if drawn:  # t="auto" drew this very layout to choose t, or an earlier fit drew it
             res.log.note(f"landmark layout at t = {state.t}: drawn already")
