@@ -97,6 +97,16 @@ def test_scoring_sample_neighbours_are_the_exact_knn():
     assert intra3 < 0.3 and inter3 < 0.5 and intra20 < 0.7 and inter20 == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("n_dims", [2, 5])  # the k-d tree and the dense block
+def test_nearest_neighbours_split_over_threads_equal_one_thread(n_dims):
+    points = np.random.default_rng(4).normal(size=(7, 60, n_dims))
+    one = t_search.nearest_neighbors(points, 10, n_threads=1)
+    np.testing.assert_array_equal(t_search.nearest_neighbors(points, 10, n_threads=3), one)
+    dist = np.linalg.norm(points[5] - points[5, 9], axis=1)
+    dist[9] = np.inf
+    np.testing.assert_array_equal(one[5, 9], np.argsort(dist)[:10])
+
+
 @pytest.fixture(scope="module")
 def digits():
     return load_trace(DATA)
