@@ -382,3 +382,23 @@ def test_randomized_svd_is_scikit_learns_for_the_same_seed(shape, dtype):
     # and it is an SVD: the leading singular values of the matrix
     np.testing.assert_allclose(s, np.linalg.svd(matrix.astype(np.float64), compute_uv=False)[:3],
                                rtol=1e-4 if dtype == np.float32 else 1e-10)
+
+
+def test_guttman_pass_with_coincident_points_matches_its_definition():
+    # two points of the layout coincide while their targets differ: they pull each other
+    # nothing (the diagonal neither), and every number stays finite
+    rng = np.random.default_rng(5)
+    n = 40
+    delta = mds.pairwise_distances(rng.normal(size=(n, 6))).astype(np.float32)
+    x = rng.normal(size=(n, 2))
+    x[7] = x[3]
+    x -= x.mean(axis=0)
+    cross, updated = mds._guttman_pass(delta, x, 2)
+    d = mds.pairwise_distances(x, center=False)
+    ratio = np.divide(delta, d, out=np.zeros_like(d), where=d > 0)
+    want = (ratio.sum(axis=1)[:, None] * x - ratio @ x) / n
+    assert np.isfinite(updated).all()
+    np.testing.assert_allclose(cross, float((delta * d).sum()), rtol=1e-5)
+    np.testing.assert_allclose(updated, want, rtol=0, atol=1e-5 * np.abs(want).max())
+    weights = mds._reciprocal_into(np.sqrt(delta), np.empty_like(delta))
+    np.testing.assert_allclose(weights, np.divide(1, np.sqrt(delta), out=np.zeros_like(delta), where=delta > 0))
