@@ -112,13 +112,16 @@ class Resources:
     backend : NumpyBackend or TorchBackend
         Array library of the stages after the kernel (:mod:`mphate.embed.backend`).
     log : StageLog
+
+    One fit's resources: the layout seed (:meth:`layout_seed`) is drawn on first use and
+    kept for the rest of the fit.
     """
 
     n_threads: int = 1
     rngs: dict = field(default_factory=dict)
     backend: NumpyBackend = NUMPY
     log: StageLog = field(default_factory=StageLog)
-    _layout_seed: int | None = field(default=None, repr=False)
+    _layout_seed: int | None = field(default=None, init=False, repr=False)
 
     def rng(self, stage_name: str) -> np.random.Generator:
         return self.rngs[stage_name]
