@@ -5,10 +5,12 @@ kinds it does not hold, recorded the same way (digits, the held-out trace inputs
 four were left out of every tuning decision until 6c332a1 (the t search's grid from 12 was
 chosen after seeing the post-ReLU CNN among them); the next three were added after that
 change, unseen by it, and the deep MLP among them then drove two changes (the converged
-SMACOF and the linear interpolation of the spectral coordinates); the last two (tanh, GELU)
-were added after those, unseen by them. Each is embedded by mphate and by the reference (PyPI m-phate,
-its public API, in .bench-venv) with the paper's parameters and ``random_state=0``, each in
-its own process, and scored with the eight preservation numbers of the panel table.
+SMACOF and the linear interpolation of the spectral coordinates); the next two (tanh, GELU)
+were added after those, unseen by them, and the last two (dropout, one wide layer) after the t
+search's continued layouts and the fixed-t chain, unseen by them. Each is embedded by mphate
+and by the reference (PyPI m-phate, its public API, in .bench-venv) with the paper's
+parameters and ``random_state=0``, each in its own process, and scored with the eight
+preservation numbers of the panel table.
 
     .venv/bin/python benchmarks/holdout_runs.py            # record what is missing, run both
     .venv/bin/python benchmarks/holdout_runs.py --only relu_post_sgd --reuse-reference
@@ -74,6 +76,15 @@ HOLDOUT = {
     "gelu_pre_sgd": ("64-200-200-200-10 GELU MLP, SGD momentum 0.9 lr 0.02, batch 32, 80 epochs; traced "
                      "before the GELU",
                      rp._mlp_run((200, 200, 200), "gelu", "sgd", 0.02, 32, 80, "pre")),
+    # recorded 2026-12-07 15:10 after the faster passes and the fixed-t chain, unseen by every
+    # change so far: dropout (the paper's regularisation experiments) and one wide layer traced
+    # after its nonlinearity
+    "dropout_post_adam": ("64-256-256-10 ReLU MLP with dropout 0.5 after each ReLU, Adam lr 1e-3, "
+                          "batch 64, 120 epochs; traced after the ReLU (recorded in eval mode)",
+                          dict(rp._mlp_run((256, 256), "relu", "adam", 1e-3, 64, 120, "post"), dropout=0.5)),
+    "wide1_post_adam": ("64-1024-10 LeakyReLU(0.1) MLP, Adam lr 3e-4, batch 128, 80 epochs; traced "
+                        "after the nonlinearity (one layer of 1,024 units)",
+                        rp._mlp_run((1024,), "leaky_relu", "adam", 3e-4, 128, 80, "post")),
 }
 
 

@@ -140,7 +140,8 @@ def _record_epochs(cfg: dict, verbose: bool = True) -> dict:
         # the two Conv2d modules (outputs before their ReLU), or the two ReLUs after them
         layers = ["2", "4"] if cfg.get("traced") == "post" else ["1", "3"]
     else:
-        model = make_mlp(data.n_inputs, cfg["hidden"], 10, activation=cfg["activation"], seed=SEED)
+        model = make_mlp(data.n_inputs, cfg["hidden"], 10, activation=cfg["activation"],
+                         dropout=cfg.get("dropout", 0.0), seed=SEED)
         if cfg["traced"] == "pre":
             layers = list(model.hidden_names)
         else:  # after the nonlinearity: the activation modules
