@@ -9,6 +9,7 @@ import numpy as np
 from mphate import runtime
 from mphate.embed import landmarks, pipeline
 from mphate.embed.backend import get_backend
+from mphate.embed.mds import SMACOF_TOL
 from mphate.embed.params import ParamsMixin
 from mphate.traces.io import as_trace_array
 from mphate.traces.validation import check_sizes
@@ -136,7 +137,7 @@ class MPHATE(ParamsMixin):
         spectral_stride="auto",
         mds="metric",
         mds_max_iter=300,
-        mds_tol=1e-4,
+        mds_tol=SMACOF_TOL,
         t_max=100,
         random_state=None,
         n_jobs=None,

@@ -13,6 +13,7 @@ import scipy.sparse as sp
 
 from mphate import runtime
 from mphate.embed.diffusion import AmbiguousKneeWarning
+from mphate.embed.mds import SMACOF_TOL
 from mphate.embed.pipeline import (
     STAGE_NAMES,
     DiffusionTimeStage,
@@ -132,7 +133,7 @@ def phate_flattened(X: np.ndarray, *, knn_k: int = 5, decay: float = 40, n_landm
         SpectrumStage(),
         DiffusionTimeStage(t="knee", t_max=100),  # PHATE's own rule
         # t_max None: SMACOF from classical MDS alone, as PHATE lays out
-        EmbeddingStage(gamma=gamma, n_components=2, mds="metric", mds_max_iter=300, mds_tol=1e-4, t_max=None),
+        EmbeddingStage(gamma=gamma, n_components=2, mds="metric", mds_max_iter=300, mds_tol=SMACOF_TOL, t_max=None),
     ]
     data = np.asarray(X)
     state = PipelineState(data=data, fingerprint=fingerprint(data))

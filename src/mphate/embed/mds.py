@@ -110,13 +110,16 @@ def stress(dissimilarities: np.ndarray, embedding: np.ndarray) -> float:
 LOCAL_WEIGHT_POWER = 0.5
 #: accelerated steps of the refinement
 LOCAL_STEPS = 10
+#: SMACOF stops when an accepted step lowers the stress by less than this fraction of it (the
+#: default of ``MPHATE(mds_tol=...)``, of both backends' SMACOF and of the flat baseline)
+SMACOF_TOL = 1e-4
 
 
 def smacof(
     dissimilarities: np.ndarray,
     init,
     max_iter: int = 300,
-    tol: float = 1e-4,
+    tol: float = SMACOF_TOL,
     n_threads: int = 1,
     weight_power: float = LOCAL_WEIGHT_POWER,
     overwrite: bool = False,

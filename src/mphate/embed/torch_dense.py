@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from mphate.embed.diffusion import SINGLE_PRECISION_FROM
-from mphate.embed.mds import LOCAL_STEPS, LOCAL_WEIGHT_POWER, least_stress, local_iterations
+from mphate.embed.mds import LOCAL_STEPS, LOCAL_WEIGHT_POWER, SMACOF_TOL, least_stress, local_iterations
 from mphate.optional import require
 
 torch = require("torch", "MPHATE(device=...) other than 'cpu'")
@@ -156,7 +156,7 @@ def nearest_neighbors(points: np.ndarray, k: int, device) -> np.ndarray:
     return out
 
 
-def smacof(dissimilarities, init, *, max_iter: int = 300, tol: float = 1e-4,
+def smacof(dissimilarities, init, *, max_iter: int = 300, tol: float = SMACOF_TOL,
            weight_power: float = LOCAL_WEIGHT_POWER):
     """:func:`mphate.embed.mds.smacof` on a device: same start scaling, Guttman transform,
     stopping rule, choice among several starts and refinement; returns (embedding as NumPy
