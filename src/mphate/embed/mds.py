@@ -444,18 +444,16 @@ class _DistanceFactors:
     """Euclidean distances from blocks of rows of low-dimensional ``points`` (n, d) to all of
     them, ``|x|^2 + |y|^2 - 2 x.y`` from one matrix product of augmented coordinates, so the
     output is written once rather than built up over several passes. The right factor is made
-    once per sweep, not once per block."""
+    once per sweep, not once per block: both factors, (n, d + 2) each."""
 
     def __init__(self, points: np.ndarray):
-        self.points = points
-        self.squares = np.einsum("ij,ij->i", points, points)[:, None]
-        ones = np.ones_like(self.squares)
-        self.right = np.ascontiguousarray(np.hstack([-2.0 * points, self.squares, ones]).T)
+        squares = np.einsum("ij,ij->i", points, points)[:, None]
+        ones = np.ones_like(squares)
+        self.left = np.hstack([points, ones, squares])
+        self.right = np.ascontiguousarray(np.hstack([-2.0 * points, squares, ones]).T)
 
     def distances_into(self, start: int, stop: int, out: np.ndarray) -> None:
         """Distances from rows ``start:stop`` to every row, into ``out`` (stop - start, n)."""
-        squares = self.squares[start:stop]
-        left = np.hstack([self.points[start:stop], np.ones_like(squares), squares])
-        np.matmul(left, self.right, out=out)
+        np.matmul(self.left[start:stop], self.right, out=out)
         np.maximum(out, np.float32(0.0), out=out)
         np.sqrt(out, out=out)
