@@ -155,6 +155,12 @@ def test_overlaps_by_rank_equal_the_pairwise_count_for_every_prefix():
     assert 0.3 < got[2] < 0.9  # neither all shared nor none
 
 
+def layout_seed(random_state):
+    """The classical-MDS seed of a fit's layouts: what ``Resources.layout_seed`` draws, the
+    first draw of the embedding stage's generator."""
+    return runtime.stage_generators(random_state, pipeline.STAGE_NAMES)["embedding"].integers(2**31 - 1)
+
+
 def test_each_candidate_is_the_lower_stress_of_its_classical_and_continued_starts(digits):
     """The search lays out the largest t from classical MDS and every other t from both its
     classical start and the layout of the t before it (recomputed here: the same layouts from
@@ -164,7 +170,7 @@ def test_each_candidate_is_the_lower_stress_of_its_classical_and_continued_start
     est = MPHATE(n_landmark=300, random_state=0, n_jobs=1).fit(digits)
     state, params = est._state, est._stages(est.n_slices_, est.n_units_)[3].params
     layouts = state.layouts
-    mds_seed = runtime.stage_generators(0, pipeline.STAGE_NAMES)["embedding"].integers(2**31 - 1)
+    mds_seed = layout_seed(random_state=0)
     previous = None
     for t in GRID:
         with runtime.blas_threads(1):  # as the fit's stages ran (n_jobs=1): the same rounding
@@ -191,7 +197,7 @@ def test_a_given_t_between_candidates_continues_from_the_candidate_above_it(digi
     state, params = est._state, est._stages(est.n_slices_, est.n_units_)[4].params
     assert pipeline.layout_chain(20, params) == [100, 71, 50, 35, 25, 20]
     assert sorted(state.layouts) == [20, 25, 35, 50, 71, 100]
-    mds_seed = runtime.stage_generators(0, pipeline.STAGE_NAMES)["embedding"].integers(2**31 - 1)
+    mds_seed = layout_seed(random_state=0)
     with runtime.blas_threads(1):
         again = pipeline.landmark_layout(state.spectrum, 20, params, pipeline.NUMPY,
                                          np.random.default_rng(mds_seed), 1, start=state.layouts[25])
