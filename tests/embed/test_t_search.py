@@ -23,7 +23,7 @@ def scores_of(small, large=None):
 
 def test_candidate_times_are_laid_out_largest_first_and_capped():
     assert GRID == sorted(t_search.CANDIDATE_T, reverse=True) and GRID[0] == 100
-    assert t_search.candidate_times(30) == [30, 25, 17, 12]
+    assert t_search.candidate_times(30) == [30, 25, 12]
     assert t_search.candidate_times(5) == [5]
 
 
@@ -37,13 +37,13 @@ def test_no_bend_goes_to_the_boundary():
 
 
 def bumps(heights):
-    """Two bumps in log t, at t = 17 and t = 71, of the given heights."""
-    return lambda t: sum(h * np.exp(-np.log(t / c) ** 2 / 0.1) for h, c in zip(heights, (17, 71)))
+    """Two bumps in log t, at t = 25 and t = 71, of the given heights."""
+    return lambda t: sum(h * np.exp(-np.log(t / c) ** 2 / 0.1) for h, c in zip(heights, (25, 71)))
 
 
 def test_two_bends_take_the_higher_peak():
     assert t_search.choose_t(scores_of(bumps((0.6, 1.0)))) == 71
-    assert t_search.choose_t(scores_of(bumps((1.0, 0.6)))) == 17
+    assert t_search.choose_t(scores_of(bumps((1.0, 0.6)))) == 25
 
 
 def test_a_flat_top_takes_its_smallest_t():

@@ -30,7 +30,7 @@ class MPHATE(ParamsMixin):
         Alpha of the intraslice alpha-decay kernel.
     t : int, "auto" or "knee", default "auto"
         Diffusion time. "auto" draws the picture of each candidate time (100, 71, 50, 35,
-        25, 17, 12, capped at ``t_max``; each SMACOF also started from the layout before it)
+        25, 12, capped at ``t_max``; each SMACOF also started from the layout before it)
         and scores it by intraslice and interslice neighbourhood preservation at k = 10 and
         k = 40 against the trace itself (no labels); the smallest t whose k = 10 and k = 40
         sums are both near their best wins, and its picture is the fit's
