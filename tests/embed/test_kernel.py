@@ -99,13 +99,20 @@ def test_matmat_and_degrees_agree_with_sparse(small):
     np.testing.assert_allclose(kernel.degrees(), np.asarray(sparse.sum(axis=1)).ravel(), rtol=1e-5)
 
 
-def test_aggregate_sums_columns_by_group(small):
-    kernel = multislice_kernel(small, interslice_knn=4)
+@pytest.mark.parametrize("store_blocks", [True, False])
+def test_aggregate_sums_columns_by_group(small, store_blocks):
+    kernel = multislice_kernel(small, interslice_knn=4, store_blocks=store_blocks)
     sparse = kernel.to_sparse().toarray()
     labels = np.random.default_rng(1).integers(0, 13, size=sparse.shape[0])
     labels = np.unique(labels, return_inverse=True)[1]
     expected = np.stack([sparse[:, labels == g].sum(axis=1) for g in range(labels.max() + 1)], axis=1)
-    np.testing.assert_allclose(kernel.aggregate(labels, labels.max() + 1).toarray(), expected, atol=1e-5)
+    aggregated = kernel.aggregate(labels, labels.max() + 1)
+    np.testing.assert_allclose(aggregated.toarray(), expected, atol=1e-5)
+    # sorted rows without duplicates: groups reached through both the intraslice and the
+    # interslice part of a row are one entry
+    assert aggregated.has_canonical_format
+    assert np.all(np.diff(aggregated.indices[aggregated.indptr[0]:aggregated.indptr[1]]) > 0)
+    assert aggregated.nnz == np.count_nonzero(expected)
 
 
 def test_duplicated_and_dead_units_give_finite_kernel():
