@@ -141,7 +141,12 @@ def pairwise_overlap(a, b):
     return float((a[..., :, None] == b[..., None, :]).any(-1).sum(-1).mean() / a.shape[-1])
 
 
-def test_overlaps_by_rank_equal_the_pairwise_count_for_every_prefix():
+@pytest.mark.parametrize("table_entries", [None, 300 * 7])
+def test_overlaps_by_rank_equal_the_pairwise_count_for_every_prefix(monkeypatch, table_entries):
+    if table_entries is not None:
+        # chunks of 7 rows, the last of 600 rows a partial one: the table is reused and put
+        # back between chunks
+        monkeypatch.setattr(t_search, "_OVERLAP_CHUNK_ENTRIES", table_entries)
     rng = np.random.default_rng(3)
     n, depth = 300, 40
     reference = np.stack([rng.permutation(n)[:depth] for _ in range(600)]).reshape(6, 100, depth)
