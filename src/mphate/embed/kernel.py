@@ -152,7 +152,8 @@ def _intraslice_chunk(data: np.ndarray, knn: int, decay: float, threshold: float
     Only candidate pairs are evaluated: ``(K_ij + K_ji) / 2 >= threshold`` needs
     ``K_ij >= threshold`` or ``K_ji >= threshold``, that is ``d_ij <= r * sigma_i`` or
     ``d_ij <= r * sigma_j`` with ``r = log(1 / threshold) ** (1 / decay)``. With the default
-    k = 2 that leaves a few dozen of each row's hundreds of entries.
+    k = 2 that left 17 (96 units) to about 250 (800 or 2,048 units) of a row's entries on
+    real traces.
 
     Returns
     -------
