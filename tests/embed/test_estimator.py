@@ -251,6 +251,27 @@ def test_dead_and_duplicated_units_and_constant_slices(trace):
     assert np.isfinite(emb).all()
 
 
+def test_a_trace_whose_points_are_all_alike_is_refused(trace):
+    # every point the same: the layout would be rounding noise that a plot stretches into a cloud
+    with pytest.raises(ValueError, match="every .slice, unit. vector of the trace is the same"):
+        fast(normalize=False).fit(np.full((30, 24, 12), 0.7))
+    # every unit dead at every slice, at levels that differ: z-scoring makes them all zero ...
+    levels = trace.data[:, :, :1] * np.ones((1, 1, 12))
+    with pytest.raises(ValueError, match="constant over the trace inputs .dead units.*normalize=False"):
+        fast().fit(levels)
+    # ... and without it the levels themselves are embedded
+    assert np.isfinite(fast(normalize=False).fit_transform(levels)).all()
+    # every unit the same pattern up to scale and offset: alike once z-scored
+    pattern = trace.data[0, 0]
+    alike = 3.0 * np.abs(trace.data[:, :, :1]) * pattern + trace.data[:, :, 1:2]
+    with pytest.raises(ValueError, match="same after z-scoring"):
+        fast().fit(alike)
+    # one live unit among dead ones is something to embed
+    one_live = np.zeros_like(trace.data)
+    one_live[:, 5] = trace.data[:, 5]
+    assert np.isfinite(fast().fit_transform(one_live)).all()
+
+
 @pytest.mark.parametrize("dtype", [np.int32, np.int64, np.float16, np.uint8, bool])
 def test_integer_and_low_precision_input(trace, dtype):
     data = (trace.data * 10).astype(dtype) if dtype is not bool else trace.data > 0

@@ -37,3 +37,35 @@ def zscore_units(data: np.ndarray, dtype=np.float32) -> np.ndarray:
         block[np.broadcast_to(dead, block.shape)] = 0.0
         out[start : start + chunk] = block
     return out
+
+
+def check_points_differ(features: np.ndarray, normalized: bool, rtol: float = 1e-5) -> None:
+    """Raise ``ValueError`` when every (slice, unit) vector of ``features`` is the same.
+
+    Then there is nothing to embed: the kernel links every point to every other equally, and
+    the layout is rounding noise around one point, which a plot would stretch into a cloud.
+    A layer whose units all died does this. Vectors count as the same within ``rtol`` of the
+    largest magnitude (z-scoring leaves rounding between proportional vectors).
+
+    Parameters
+    ----------
+    features : ndarray, shape (n_slices, n_units, n_features)
+        What the kernel is built from.
+    normalized : bool
+        Whether ``features`` are z-scored (the message then names what z-scoring removed).
+    """
+    first = features[0, 0].astype(np.float64)
+    tolerance = rtol * max(1.0, float(np.abs(first).max(initial=0.0)))
+    # a slice at a time, so no full-size temporary; real traces differ within the first
+    for block in features:
+        if np.abs(block - first).max() > tolerance:
+            return
+    if normalized and not np.any(first):
+        raise ValueError(
+            "every (slice, unit) vector of the trace is constant over the trace inputs (dead "
+            "units?), so z-scoring makes them all zero and leaves nothing to embed. Trace another "
+            "layer or other inputs, or pass normalize=False to embed the activation levels.")
+    raise ValueError(
+        "every (slice, unit) vector of the trace is the same"
+        + (" after z-scoring (the units respond alike up to scale and offset)" if normalized else "")
+        + ", so there is nothing to embed. Trace another layer or other inputs.")

@@ -58,7 +58,7 @@ import numpy as np
 from mphate import runtime
 from mphate.embed import diffusion, kernel as kernel_mod, landmarks, t_search
 from mphate.embed.backend import NUMPY, NumpyBackend
-from mphate.embed.normalize import zscore_units
+from mphate.embed.normalize import check_points_differ, zscore_units
 
 
 # ---------------------------------------------------------------------------------- plumbing
@@ -256,7 +256,8 @@ def _hashable(value):
 
 # ---------------------------------------------------------------------------------- the stages
 class KernelStage(Stage):
-    """Z-score each (slice, unit) vector, then build the multislice kernel.
+    """Z-score each (slice, unit) vector, then build the multislice kernel; a trace whose
+    vectors are all the same is refused (:func:`mphate.embed.normalize.check_points_differ`).
 
     Params: ``intraslice_knn``, ``interslice_knn``, ``decay``, ``normalize``, ``store_blocks``
     (see :func:`mphate.embed.kernel.multislice_kernel`). A lean kernel (the features and its
@@ -272,6 +273,7 @@ class KernelStage(Stage):
         p = self.params
         with res.log.step("kernel"):
             features = zscore_units(state.data) if p["normalize"] else state.data.astype(np.float32)
+            check_points_differ(features, normalized=p["normalize"])
             n_slices, n_units, _ = features.shape
             store = p["store_blocks"]
             if store is None:
