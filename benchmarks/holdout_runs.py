@@ -6,8 +6,9 @@ four were left out of every tuning decision until 6c332a1 (the t search's grid f
 chosen after seeing the post-ReLU CNN among them); the next three were added after that
 change, unseen by it, and the deep MLP among them then drove two changes (the converged
 SMACOF and the linear interpolation of the spectral coordinates); the next two (tanh, GELU)
-were added after those, unseen by them, and the last two (dropout, one wide layer) after the t
-search's continued layouts and the fixed-t chain, unseen by them. Each is embedded by mphate
+were added after those, unseen by them, the next two (dropout, one wide layer) after the t
+search's continued layouts and the fixed-t chain, unseen by them, and the last two (ReLU
+networks whose units die under a too-large Adam step) on 2026-12-07, unseen by every change. Each is embedded by mphate
 and by the reference (PyPI m-phate, its public API, in .bench-venv) with the paper's
 parameters and ``random_state=0``, each in its own process, and scored with the eight
 preservation numbers of the panel table.
@@ -85,6 +86,15 @@ HOLDOUT = {
     "wide1_post_adam": ("64-1024-10 LeakyReLU(0.1) MLP, Adam lr 3e-4, batch 128, 80 epochs; traced "
                         "after the nonlinearity (one layer of 1,024 units)",
                         rp._mlp_run((1024,), "leaky_relu", "adam", 3e-4, 128, 80, "post")),
+    # recorded 2026-12-07 19:05, after the landmark operator's CSR assembly and the refusal of
+    # traces whose points are all alike: a too-large Adam step kills ReLU units for good, and
+    # no run above has more than 10% of its (slice, unit) vectors dead
+    "dying_relu_adam_1e-2": ("64-256-256-10 ReLU MLP, Adam lr 1e-2, batch 64, 60 epochs; traced after "
+                             "the ReLU (31% of the vectors dead, 128 of 512 units dead throughout)",
+                             rp._mlp_run((256, 256), "relu", "adam", 1e-2, 64, 60, "post")),
+    "dying_relu_adam_3e-2": ("64-256-256-10 ReLU MLP, Adam lr 3e-2, batch 64, 60 epochs; traced after "
+                             "the ReLU (68% of the vectors dead, 265 of 512 units dead throughout)",
+                             rp._mlp_run((256, 256), "relu", "adam", 3e-2, 64, 60, "post")),
 }
 
 

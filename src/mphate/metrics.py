@@ -16,9 +16,24 @@ def _knn_indices(dist: np.ndarray, k: int) -> np.ndarray:
     return np.argpartition(dist, k - 1, axis=2)[:, :, :k]
 
 
+#: reference distances within this fraction of the batch's largest squared distance of the k-th
+#: one count as tied with it. Identical vectors (dead units z-score to exact zeros) come out of
+#: the float64 distance expansion a rounding apart (about 1e-15 of the largest), so exact
+#: comparison would break their ties by rounding noise; distinct real activations are far apart
+#: at this scale.
+TIE_TOLERANCE = 1e-9
+
+
 def _overlap(reference: np.ndarray, embedded: np.ndarray, k: int) -> np.ndarray:
     """Fraction of each point's k nearest neighbours in ``embedded`` that are among its k nearest
-    in ``reference``.
+    in ``reference``, ties in ``reference`` included.
+
+    A point's reference neighbourhood is every other point no farther than its k-th nearest
+    (up to :data:`TIE_TOLERANCE`): where several points tie there, as identical vectors do
+    (dead units), any of them is a right neighbour. Without ties this is exactly the k nearest.
+    Before 2026-12-07 the tie was broken by the order a partial sort left the tied points in,
+    so on traces with many dead units the score rewarded embeddings that tie the same points
+    the same way rather than embeddings that keep them together (docs/benchmarks.md).
 
     Parameters
     ----------
@@ -30,11 +45,15 @@ def _overlap(reference: np.ndarray, embedded: np.ndarray, k: int) -> np.ndarray:
     ndarray, shape (n_batch, n_points)
     """
     # exact distances: the float32 expansion misread interslice neighbourhoods until 89f12c7
-    ref_nn = _knn_indices(exact_sq_distances(reference), k)
+    ref_dist = exact_sq_distances(reference)
+    n_points = ref_dist.shape[1]
+    tolerance = TIE_TOLERANCE * ref_dist.max(axis=(1, 2), keepdims=True)
+    diagonal = np.arange(n_points)
+    ref_dist[:, diagonal, diagonal] = np.inf
+    kth = np.partition(ref_dist, k - 1, axis=2)[:, :, k - 1 : k]
+    is_ref_neighbour = ref_dist <= kth + tolerance
+    del ref_dist
     emb_nn = _knn_indices(exact_sq_distances(embedded), k)
-    n_batch, n_points, _ = ref_nn.shape
-    is_ref_neighbour = np.zeros((n_batch, n_points, n_points), dtype=bool)
-    np.put_along_axis(is_ref_neighbour, ref_nn, True, axis=2)
     return np.take_along_axis(is_ref_neighbour, emb_nn, axis=2).mean(axis=2)
 
 
