@@ -67,6 +67,31 @@ def test_preservation_does_not_depend_on_where_the_embedding_sits():
         assert there == pytest.approx(here, abs=1e-9), offset
 
 
+def test_tied_reference_neighbours_all_count():
+    # units 0-5 are dead (constant over the trace inputs: z-scored to exact zeros, so they tie
+    # with each other at every slice and along their own histories); units 6-11 are distinct.
+    # An embedding that keeps the live units where the z-scored trace has them and the dead
+    # ones together, in any order among themselves, keeps every neighbourhood there is to keep
+    rng = np.random.default_rng(5)
+    n_slices, n_units, n_trace, k = 8, 12, 5, 3
+    data = rng.standard_normal((n_slices, n_units, n_trace))
+    data[:, :6] = rng.standard_normal((n_slices, 6, 1))  # constant over the inputs
+    from mphate.embed.normalize import zscore_units
+
+    z = zscore_units(data).astype(np.float64)
+    huddled = z.copy()
+    huddled[:, :6] += rng.standard_normal((n_slices, 6, n_trace)) * 1e-3
+    score = neighbor_preservation(huddled.reshape(-1, n_trace), data, k=k)
+    assert score == pytest.approx({"intraslice": 1.0, "interslice": 1.0})
+    # the dead units scattered among the live ones lose their intraslice neighbourhoods; along
+    # a dead unit's history every slice ties with every other, so any order there still counts
+    scattered = z.copy()
+    scattered[:, :6] += rng.standard_normal((n_slices, 6, n_trace)) * 3.0
+    score = neighbor_preservation(scattered.reshape(-1, n_trace), data, k=k)
+    assert score["intraslice"] < 0.8
+    assert score["interslice"] == pytest.approx(1.0)
+
+
 def test_preservation_errors():
     data = np.random.default_rng(0).random((4, 5, 3))
     with pytest.raises(ValueError, match="embedding must have shape"):
