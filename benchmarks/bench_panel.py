@@ -124,8 +124,10 @@ def bench_run(name: str, args) -> dict:
             res = br.run_method(method, path, tag, args.seed, args.ref_timeout, args.mem_cap_gb * 1024)
         else:
             print(f"  {method}: cached from {res['date']}", flush=True)
-        if res["status"] == "ok" and "preservation" not in res:
+        if res["status"] == "ok" and res.get("preservation_metric") != br.PRESERVATION_METRIC:
+            # not yet scored, or scored with an earlier definition of the metric
             res["preservation"] = br.preservation(res, trace)
+            res["preservation_metric"] = br.PRESERVATION_METRIC
             with open(os.path.join(br.OUT, f"{tag}.json"), "w") as f:
                 json.dump({k: v for k, v in res.items() if k != "cached"}, f, indent=1)
         res["t"] = chosen_t(res)

@@ -211,6 +211,11 @@ def preservation_cells(embedding: np.ndarray, trace: np.ndarray) -> list[float]:
     return out
 
 
+#: which definition of neighbourhood preservation stored results were scored with: cached
+#: results scored otherwise are scored again (ties counted since 2026-12-07, mphate.metrics)
+PRESERVATION_METRIC = "ties counted (2026-12-07)"
+
+
 def preservation(res: dict, trace: np.ndarray) -> dict:
     from mphate.metrics import neighbor_preservation
     with np.load(os.path.join(ROOT, res["embedding"])) as f:
@@ -327,6 +332,7 @@ def bench_real(args, trace_path: str, tag: str, overrides: dict | None = None
     for r in (ref, ours):
         if r["method"] in pres:
             r["preservation"] = pres[r["method"]]
+            r["preservation_metric"] = PRESERVATION_METRIC
             with open(os.path.join(OUT, f"{r['tag']}.json"), "w") as f:
                 json.dump({k: v for k, v in r.items() if k != "cached"}, f, indent=1)
     lines = real_table(ref, ours, pres)
