@@ -8,10 +8,10 @@ change, unseen by it, and the deep MLP among them then drove two changes (the co
 SMACOF and the linear interpolation of the spectral coordinates); the next two (tanh, GELU)
 were added after those, unseen by them, the next two (dropout, one wide layer) after the t
 search's continued layouts and the fixed-t chain, unseen by them, and the last two (ReLU
-networks whose units die under a too-large Adam step) on 2026-12-07, unseen by every change. Each is embedded by mphate
-and by the reference (PyPI m-phate, its public API, in .bench-venv) with the paper's
-parameters and ``random_state=0``, each in its own process, and scored with the eight
-preservation numbers of the panel table.
+networks whose units die under a too-large Adam step) on 2026-12-07, unseen by every change.
+Each is embedded by mphate and by the reference (PyPI m-phate, its public API, in
+.bench-venv) with the paper's parameters and ``random_state=0``, each in its own process, and
+scored with the eight preservation numbers of the panel table.
 
     .venv/bin/python benchmarks/holdout_runs.py            # record what is missing, run both
     .venv/bin/python benchmarks/holdout_runs.py --only relu_post_sgd --reuse-reference
