@@ -211,3 +211,40 @@ def test_a_given_t_between_candidates_continues_from_the_candidate_above_it(digi
     assert pipeline.layout_chain(150, params) == [150]
     assert pipeline.layout_chain(20, dict(params, t_max=None)) == [20]
     assert pipeline.layout_chain(20, dict(params, mds="classic")) == [20]
+
+
+@pytest.mark.parametrize("eigenvalues, limit", [
+    ([1.0, 0.5, 0.1], 13),       # 0.5^13 = 1.2e-4 >= 1e-4 > 0.5^14
+    ([1.0, -0.5, 0.1], 13),      # the magnitude counts
+    ([1.0, 1.0, 0.3], None),     # two components never mix
+    ([1.0], None),               # one landmark: nothing to mix
+    ([1.0, 0.0], 1),
+])
+def test_mixing_limit_is_where_the_slowest_component_falls_below_the_floor(eigenvalues, limit):
+    from mphate.embed import diffusion
+
+    assert diffusion.mixing_limit(np.array(eigenvalues), floor=1e-4) == limit
+
+
+def mostly_dead_trace():
+    """30 slices x 20 units, 5 live random walks, 15 units all zeros (a network whose units
+    mostly died): the diffusion mixes by t of about 20."""
+    rng = np.random.default_rng(0)
+    trace = np.zeros((30, 20, 10), dtype=np.float32)
+    trace[:, :5] = rng.normal(size=(30, 5, 10)).cumsum(axis=0)
+    return trace
+
+
+def test_auto_t_stays_below_mixing_where_units_died():
+    """Past mixing the potential's rows agree to rounding, so every candidate's picture is
+    noise; one laid-out point per dead unit then scored by chance above the real pictures
+    (before the ceiling, t = 71 won here with a picture 5e-16 wide)."""
+    from mphate.embed import diffusion
+
+    est = MPHATE(random_state=0, normalize=False).fit(mostly_dead_trace())
+    limit = diffusion.mixing_limit(est.spectrum_.eigenvalues)
+    assert limit is not None and limit < 35
+    assert max(est.t_scores_) <= limit and est.t_ <= limit
+    assert np.ptp(est.embedding_, axis=0).min() > 1e-3
+    with pytest.warns(diffusion.MixedDiffusionWarning, match="past mixing"):
+        est.set_params(t=71).fit(mostly_dead_trace())

@@ -199,6 +199,52 @@ def t_candidates(entropy: np.ndarray) -> list[int]:
     return [index + 1 for index in knee_candidates(entropy)]
 
 
+#: a diffusion time is past mixing when the slowest non-stationary component of ``P^t``,
+#: ``|l_2|^t``, has fallen below this. ``P^t``'s rows then differ from the stationary row by
+#: at most about that fraction, and the float32 potential (rounding ~1e-7) keeps little of it:
+#: on a trace whose units mostly died (l_2 = 0.64) the picture at t = 30 spanned 1e-5 of the
+#: one at t = 5 and at t = 71 it was rounding noise (5e-16 wide). Every real run of
+#: docs/benchmarks.md has |l_2|^100 >= 0.01, so the bound leaves them alone.
+MIXED_BELOW = 1e-4
+
+
+def mixing_limit(eigenvalues: np.ndarray, floor: float = MIXED_BELOW) -> int | None:
+    """The largest t whose ``P^t`` has not mixed: ``|l_2|^t >= floor``, at least 1.
+
+    Parameters
+    ----------
+    eigenvalues : ndarray, shape (n,), descending (the first is the stationary 1)
+
+    Returns
+    -------
+    int, or None when ``P^t`` never mixes (a second eigenvalue of 1: a disconnected operator,
+    or one landmark).
+    """
+    lam = np.abs(np.asarray(eigenvalues, dtype=np.float64)[1:])
+    if lam.size == 0:
+        return None
+    slowest = float(lam.max())
+    if slowest >= 1.0 - 1e-12:
+        return None
+    if slowest <= 0.0:
+        return 1
+    return max(1, int(np.floor(np.log(floor) / np.log(slowest))))
+
+
+class MixedDiffusionWarning(UserWarning):
+    """The diffusion time is past mixing (:func:`mixing_limit`): the picture is mostly rounding."""
+
+
+def mixed_message(t: int, limit: int, eigenvalues: np.ndarray) -> str:
+    slowest = float(np.abs(np.asarray(eigenvalues)[1:]).max())
+    return (
+        f"t={t} is past mixing: the operator's second eigenvalue is {slowest:.3g}, so every "
+        f"component of P^t but the stationary one is below {slowest ** t:.1g} of it and the "
+        f"picture is mostly rounding noise. Choose t <= {limit} or t='auto'. A trace whose units "
+        f"are mostly dead or identical mixes fast"
+    )
+
+
 class AmbiguousKneeWarning(UserWarning):
     """The entropy curve has two knees that fit about equally well, so t="knee" is fragile."""
 

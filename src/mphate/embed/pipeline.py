@@ -370,12 +370,16 @@ class DiffusionTimeStage(Stage):
             return
         if p["t"] not in ("auto", "knee"):
             state.t = int(p["t"])
-            return
-        state.t = state.t_candidates[0]  # the best knee: what select_t returns
-        res.log.note(f"t = {state.t} (knee of the von Neumann entropy)")
-        if len(state.t_candidates) > 1:
-            warnings.warn(diffusion.ambiguous_knee_message(state.t_candidates),
-                          diffusion.AmbiguousKneeWarning, stacklevel=runtime.caller_stacklevel())
+        else:
+            state.t = state.t_candidates[0]  # the best knee: what select_t returns
+            res.log.note(f"t = {state.t} (knee of the von Neumann entropy)")
+            if len(state.t_candidates) > 1:
+                warnings.warn(diffusion.ambiguous_knee_message(state.t_candidates),
+                              diffusion.AmbiguousKneeWarning, stacklevel=runtime.caller_stacklevel())
+        limit = diffusion.mixing_limit(state.spectrum.eigenvalues)
+        if limit is not None and state.t > limit:
+            warnings.warn(diffusion.mixed_message(state.t, limit, state.spectrum.eigenvalues),
+                          diffusion.MixedDiffusionWarning, stacklevel=runtime.caller_stacklevel())
 
     def _search(self, state, res):
         """t="auto": the fit's picture at every candidate t, largest first, each continued from
@@ -389,7 +393,7 @@ class DiffusionTimeStage(Stage):
         knn = functools.partial(backend.nearest_neighbors, n_threads=res.n_threads)
         sample = t_search.scoring_sample(state.features, res.rng(self.name), knn=knn)
         scores = {}
-        for t in t_search.candidate_times(p["t_max"]):
+        for t in t_search.candidate_times(search_ceiling(state.spectrum, p["t_max"])):
             layout = continued_layout(state, res, t, p)
             scores[t] = t_search.preservation_score(operator.point_to_landmark @ layout, sample,
                                                     n_slices, n_units, knn=knn)
@@ -397,13 +401,25 @@ class DiffusionTimeStage(Stage):
         return t_search.choose_t(scores), scores
 
 
-def layout_chain(t: int, p: dict) -> list[int]:
+def search_ceiling(spectrum, t_max: int | None) -> int | None:
+    """The largest time the t search lays out: ``t_max``, or less where ``P^t`` mixes before
+    it (:func:`mphate.embed.diffusion.mixing_limit`), since a mixed potential's picture is
+    rounding noise that would score by chance."""
+    if t_max is None:
+        return None
+    limit = diffusion.mixing_limit(spectrum.eigenvalues)
+    return t_max if limit is None else min(t_max, max(limit, 1))
+
+
+def layout_chain(t: int, p: dict, ceiling: int | None = None) -> list[int]:
     """The times laid out to reach ``t``: the candidates of the t search above it (largest
-    first, capped at ``p["t_max"]``), then ``t``. Just ``t`` for classical MDS (no SMACOF to
-    start) or ``t_max`` None (a classical-MDS start only, as PHATE's published method)."""
+    first, capped at ``ceiling``, by default ``p["t_max"]``; see :func:`search_ceiling`), then
+    ``t``. Just ``t`` for classical MDS (no SMACOF to start) or ``t_max`` None (a
+    classical-MDS start only, as PHATE's published method)."""
     if p["t_max"] is None or p["mds"] != "metric":
         return [int(t)]
-    return [c for c in t_search.candidate_times(p["t_max"]) if c > t] + [int(t)]
+    ceiling = p["t_max"] if ceiling is None else ceiling
+    return [c for c in t_search.candidate_times(ceiling) if c > t] + [int(t)]
 
 
 def continued_layout(state, res, t, p, log=None):
@@ -431,7 +447,7 @@ def continued_layout(state, res, t, p, log=None):
     """
     layouts, seed = valid_layouts(state, res, p), res.layout_seed()
     previous = None
-    for step in layout_chain(t, p):
+    for step in layout_chain(t, p, search_ceiling(state.spectrum, p["t_max"])):
         if step not in layouts:
             layouts[step] = landmark_layout(state.spectrum, step, p, res.backend, np.random.default_rng(seed),
                                             res.n_threads, log=log, start=previous)
