@@ -213,6 +213,59 @@ def test_a_given_t_between_candidates_continues_from_the_candidate_above_it(digi
     assert pipeline.layout_chain(20, dict(params, mds="classic")) == [20]
 
 
+def trace_with_ties(rng, n_slices=6, n_units=50, n_features=8):
+    """Random features where units 0-19 are dead (exact zeros, as z-scoring leaves a constant
+    unit) and unit 30 freezes from slice 2 on (its vector repeats bit for bit)."""
+    features = rng.normal(size=(n_slices, n_units, n_features))
+    features[:, :20] = 0.0
+    features[2:, 30] = features[2, 30]
+    return features
+
+
+def test_identical_trace_vectors_tie_in_the_scores_as_in_the_metric():
+    """The search's scores count a found neighbour identical to one of the trace's k nearest,
+    as mphate.metrics does: equal to the metric's tie-counted overlap, and not the first k of
+    a sort, which scores a picture by how it happens to order the tied points."""
+    from mphate.metrics import _overlap
+
+    rng = np.random.default_rng(5)
+    features = trace_with_ties(rng)
+    sample = t_search.scoring_sample(features, rng=np.random.default_rng(6), n_slices_scored=4,
+                                     n_units_scored=50, ks=(10, 40))
+    assert sample.duplicates_intra is not None and sample.duplicates_inter is not None
+    # a faithful picture a rounding apart: the dead units' order among themselves is arbitrary
+    embedding = features + 1e-6 * rng.normal(size=features.shape)
+    got = t_search.preservation_score(embedding.reshape(-1, 8), sample, 6, 50)
+    histories = lambda a: a.transpose(1, 0, 2)  # noqa: E731
+    want = []
+    for k in (10, 40):
+        want.append(_overlap(features[sample.slices], embedding[sample.slices], k).mean())
+        want.append(_overlap(histories(features), histories(embedding), min(k, 5)).mean())
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    assert got[0] > 0.95  # the picture is the trace, so nearly every neighbour is right
+    # taking the first k of the sort instead scores the same picture lower
+    untied = t_search.ScoringSample(sample.slices, sample.units, sample.reference_intra,
+                                    sample.reference_inter, sample.ks)
+    assert t_search.preservation_score(embedding.reshape(-1, 8), untied, 6, 50)[0] < got[0] - 0.1
+
+
+def test_duplicate_labels_name_each_points_first_copy():
+    points = np.array([[[0.0, 1.0], [2.0, 3.0], [-0.0, 1.0], [2.0, 3.0], [5.0, 5.0]]])
+    np.testing.assert_array_equal(t_search.duplicate_labels(points), [[0, 1, 0, 1, 4]])
+    assert t_search.duplicate_labels(np.random.default_rng(0).normal(size=(3, 10, 4))) is None
+
+
+def test_overlaps_count_a_duplicate_once_at_its_first_rank():
+    # reference row: neighbours 1, 2, 3 where 2 and 3 are copies of 1 (label 1); found: 4, 3
+    labels = np.array([[0, 1, 1, 1, 4]])
+    reference = np.array([[[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2], [1, 2, 3]]])[:, :1]
+    found = np.array([[[4, 3], [2, 3], [1, 3], [1, 2], [0, 1]]])[:, :1]
+    # k = 1: the reference's nearest is label 1; found 4 misses. k = 2: 3 (label 1) is a hit
+    # though 3 itself is the reference's third, and 4 still misses
+    assert t_search.overlaps(reference, found, (1, 2), labels) == [0.0, 0.5]
+    assert t_search.overlaps(reference, found, (1, 2)) == [0.0, 0.0]
+
+
 @pytest.mark.parametrize("eigenvalues, limit", [
     ([1.0, 0.5, 0.1], 13),       # 0.5^13 = 1.2e-4 >= 1e-4 > 0.5^14
     ([1.0, -0.5, 0.1], 13),      # the magnitude counts

@@ -16,7 +16,10 @@ neighbourhood preservation against the trace's own kNN (no labels, no validation
    itself be poor (an over-smoothed t = 100) and would otherwise be carried all the way
    down (docs/algorithm.md, "Layouts continued along t");
 2. each picture's points (through the fit's own point-to-landmark transitions) are scored on a
-   random subsample of slices (intraslice) and units (interslice) at k = 10 and k = 40;
+   random subsample of slices (intraslice) and units (interslice) at k = 10 and k = 40. As in
+   :func:`mphate.metrics.neighbor_preservation`, identical trace vectors (dead units, frozen
+   histories) tie: a found neighbour counts when it is identical to one of the trace's k
+   nearest, so a picture is not scored by the order a sort left tied points in;
 3. :func:`choose_t` takes the smallest t whose k = 10 sum (intra + inter) and k = 40 sum are
    both within a tie of their best over the candidates. Its layout is the fit's.
 """
@@ -97,6 +100,10 @@ class ScoringSample:
         there is room for; None when there are too few units / slices.
     ks : tuple of int
         The neighbour counts scored (:data:`SCORE_K`).
+    duplicates_intra : ndarray, shape (n_scored_slices, n_units), or None
+    duplicates_inter : ndarray, shape (n_scored_units, n_slices), or None
+        Each point's first identical point within its scored slice / history
+        (:func:`duplicate_labels`); None where every point there is distinct.
     """
 
     slices: np.ndarray
@@ -104,6 +111,44 @@ class ScoringSample:
     reference_intra: np.ndarray | None
     reference_inter: np.ndarray | None
     ks: tuple
+    duplicates_intra: np.ndarray | None = None
+    duplicates_inter: np.ndarray | None = None
+
+
+def duplicate_labels(points: np.ndarray) -> np.ndarray | None:
+    """Each point's first identical point within its batch: (b, n, d) -> (b, n) indices, or
+    None when no batch holds two identical points.
+
+    Exact equality of the vectors (-0.0 equal to 0.0): what dead units (a z-scored constant is
+    all zeros) and frozen histories (a unit whose weights stopped moving repeats its vector
+    bit for bit) give. :func:`mphate.metrics.neighbor_preservation` also ties distances within
+    1e-9 of the largest, a rounding allowance that identical vectors do not need.
+    """
+    n_batches, n, n_features = points.shape
+    labels = np.empty((n_batches, n), dtype=np.intp)
+    any_duplicate = False
+    for b, block in enumerate(points):
+        rows = np.ascontiguousarray(block) + block.dtype.type(0)  # -0.0 + 0 is 0.0
+        keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * n_features))).ravel()
+        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        labels[b] = first[inverse.ravel()]
+        any_duplicate |= len(first) < n
+    return labels if any_duplicate else None
+
+
+def _as_duplicate_labels(neighbors: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Neighbour indices (b, n, K) replaced by their points' labels (b, n) (:func:`duplicate_labels`)."""
+    flat = neighbors.reshape(len(neighbors), -1)
+    return np.take_along_axis(labels, flat, axis=1).reshape(neighbors.shape)
+
+
+def _drop_repeats(rows: np.ndarray) -> np.ndarray:
+    """``rows`` (m, K) with every entry already seen earlier in its row set to -1."""
+    order = np.argsort(rows, axis=1, kind="stable")  # equal entries keep their order in the row
+    in_order = np.take_along_axis(rows, order, axis=1)
+    repeat = np.zeros(rows.shape, dtype=bool)
+    np.put_along_axis(repeat, order[:, 1:], in_order[:, 1:] == in_order[:, :-1], axis=1)
+    return np.where(repeat, -1, rows)
 
 
 def _knn_into(points: np.ndarray, k: int, out: np.ndarray) -> None:
@@ -141,18 +186,32 @@ def _knn_low_dim_into(points: np.ndarray, k: int, out: np.ndarray) -> None:
 _OVERLAP_CHUNK_ENTRIES = 2**20
 
 
-def overlaps(reference: np.ndarray, found: np.ndarray, ks) -> list[float]:
+def overlaps(reference: np.ndarray, found: np.ndarray, ks, duplicates: np.ndarray | None = None) -> list[float]:
     """For each k of ``ks``: the mean fraction of the first k of ``found`` among the first k
-    of ``reference``, both (..., K) neighbour indices, nearest first (k is capped at K).
+    of ``reference``, both (b, n, K) neighbour indices within b batches, nearest first (k is
+    capped at K).
+
+    ``duplicates`` (b, n), when given (:func:`duplicate_labels`): identical points tie, so a
+    found neighbour counts when it is identical to one of the first k of ``reference``.
 
     Equals comparing the two prefixes pair by pair. Each row's reference neighbours are written
     into a table by rank, and ``found``'s looked up in it: one pass for every k, where
     comparing all pairs costs K^2 per row (1,600 at K = 40).
     """
+    if duplicates is not None:
+        # compare labels: a label's rank is that of its first entry in the reference row
+        reference = _as_duplicate_labels(reference, duplicates)
+        found = _as_duplicate_labels(found, duplicates)
     ref = reference.reshape(-1, reference.shape[-1])
     emb = found.reshape(-1, found.shape[-1])
+    if duplicates is not None:
+        ref = _drop_repeats(ref)
     depth = ref.shape[1]
     n_candidates = int(max(ref.max(initial=0), emb.max(initial=0))) + 1
+    if duplicates is not None:
+        # dropped repeats write into a column of their own, which no found neighbour reads
+        ref = np.where(ref < 0, n_candidates, ref)
+        n_candidates += 1
     ks = [min(int(k), depth) for k in ks]
     hits = np.zeros(len(ks))
     chunk = max(1, min(len(ref), _OVERLAP_CHUNK_ENTRIES // n_candidates))
@@ -210,9 +269,11 @@ def scoring_sample(features: np.ndarray, rng: np.random.Generator, *,
     units = np.sort(rng.choice(n_units, size=min(n_units_scored, n_units), replace=False))
     k_intra, k_inter = min(max(ks), n_units - 1), min(max(ks), n_slices - 1)
     reference_intra = knn(features[slices], k_intra) if k_intra >= 1 else None
-    reference_inter = (knn(np.ascontiguousarray(features[:, units].transpose(1, 0, 2)), k_inter)
-                       if k_inter >= 1 else None)
-    return ScoringSample(slices, units, reference_intra, reference_inter, tuple(ks))
+    histories = np.ascontiguousarray(features[:, units].transpose(1, 0, 2))
+    reference_inter = knn(histories, k_inter) if k_inter >= 1 else None
+    return ScoringSample(slices, units, reference_intra, reference_inter, tuple(ks),
+                         duplicates_intra=duplicate_labels(features[slices]) if k_intra >= 1 else None,
+                         duplicates_inter=duplicate_labels(histories) if k_inter >= 1 else None)
 
 
 def preservation_score(embedding: np.ndarray, sample: ScoringSample, n_slices: int, n_units: int,
@@ -227,10 +288,12 @@ def preservation_score(embedding: np.ndarray, sample: ScoringSample, n_slices: i
     scores = {}
     if sample.reference_intra is not None:
         reference = sample.reference_intra
-        scores["intra"] = overlaps(reference, knn(emb[sample.slices], reference.shape[-1]), sample.ks)
+        scores["intra"] = overlaps(reference, knn(emb[sample.slices], reference.shape[-1]), sample.ks,
+                                   sample.duplicates_intra)
     if sample.reference_inter is not None:
         reference = sample.reference_inter
         history = np.ascontiguousarray(emb[:, sample.units].transpose(1, 0, 2))
-        scores["inter"] = overlaps(reference, knn(history, reference.shape[-1]), sample.ks)
+        scores["inter"] = overlaps(reference, knn(history, reference.shape[-1]), sample.ks,
+                                   sample.duplicates_inter)
     return tuple(scores[kind][i] if kind in scores else None
                  for i in range(len(sample.ks)) for kind in ("intra", "inter"))
