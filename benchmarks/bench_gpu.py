@@ -85,15 +85,12 @@ def fit(trace: np.ndarray, device: str, seed: int, n_jobs=None) -> dict:
 
 
 def preservation(embedding: np.ndarray, trace: np.ndarray) -> dict:
-    from mphate.metrics import neighbor_preservation
+    """bench_reference's preservation cells, by name ("normalized intra k10", ...)."""
+    import bench_reference
 
-    out = {}
-    for space in SPACES:
-        for k in (k for k in KS if k < min(trace.shape[:2])):  # small traces: k = 10 only
-            scores = neighbor_preservation(embedding, trace, k, space=space)
-            out[f"{space} intra k{k}"] = scores["intraslice"]
-            out[f"{space} inter k{k}"] = scores["interslice"]
-    return out
+    ks = tuple(k for k in KS if k < min(trace.shape[:2]))  # small traces: k = 10 only
+    names = [f"{space} {kind[:5]} k{k}" for space in SPACES for k in ks for kind in bench_reference.KINDS]
+    return dict(zip(names, bench_reference.preservation_cells(embedding, trace, ks=ks)))
 
 
 def compare(trace: np.ndarray, name: str, device: str, seed: int, repeats: int, cpu: bool) -> dict:

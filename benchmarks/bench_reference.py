@@ -199,13 +199,14 @@ def cells_of(scores: dict) -> list[float]:
     return [scores[f"{space}/k={k}"][kind] for space in SPACES for k in KS for kind in KINDS]
 
 
-def preservation_cells(embedding: np.ndarray, trace: np.ndarray) -> list[float]:
-    """The eight numbers (:data:`CELLS` order) of an embedding (N, d) of a trace (S, U, F)."""
+def preservation_cells(embedding: np.ndarray, trace: np.ndarray, ks=KS) -> list[float]:
+    """The eight numbers (:data:`CELLS` order) of an embedding (N, d) of a trace (S, U, F);
+    for each space, intra and inter at each k of ``ks`` in turn."""
     from mphate.metrics import neighbor_preservation
 
     out = []
     for space in SPACES:
-        for k in KS:
+        for k in ks:
             scores = neighbor_preservation(embedding, trace, k, space=space)
             out += [scores[kind] for kind in KINDS]
     return out
