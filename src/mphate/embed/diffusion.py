@@ -232,16 +232,17 @@ def mixing_limit(eigenvalues: np.ndarray, floor: float = MIXED_BELOW) -> int | N
 
 
 class MixedDiffusionWarning(UserWarning):
-    """The diffusion time is past mixing (:func:`mixing_limit`): the picture is mostly rounding."""
+    """The diffusion time is past mixing (:func:`mixing_limit`): the picture may be mostly rounding."""
 
 
 def mixed_message(t: int, limit: int, eigenvalues: np.ndarray) -> str:
     slowest = float(np.abs(np.asarray(eigenvalues)[1:]).max())
     return (
         f"t={t} is past mixing: the operator's second eigenvalue is {slowest:.3g}, so every "
-        f"component of P^t but the stationary one is below {slowest ** t:.1g} of it and the "
-        f"picture is mostly rounding noise. Choose t <= {limit} or t='auto'. A trace whose units "
-        f"are mostly dead or identical mixes fast"
+        f"component of P^t but the stationary one is below {slowest ** t:.1g} of it. The picture "
+        f"rests on differences that approach the float32 rounding of the potential (about 1e-7) "
+        f"and can be mostly noise. Choose t <= {limit} or t='auto'. A trace whose units are mostly "
+        f"dead or identical mixes fast"
     )
 
 
