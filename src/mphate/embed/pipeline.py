@@ -523,7 +523,7 @@ class EmbeddingStage(Stage):
     on_backend = True
 
     def run(self, state, res):
-        chain = layout_chain(state.t, self.params)
+        chain = layout_chain(state.t, self.params, search_ceiling(state.spectrum, self.params["t_max"]))
         drawn = state.t in valid_layouts(state, res, self.params)
         state.landmark_embedding = continued_layout(state, res, state.t, self.params, res.log)
         if drawn:  # t="auto" drew this very layout to choose t, or an earlier fit drew it
