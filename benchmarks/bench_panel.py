@@ -40,7 +40,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import bench_reference as br  # noqa: E402
-from record_panel import PANEL, trace_path  # noqa: E402
+from record_panel import PANEL, trace_digest, trace_path  # noqa: E402
 
 T_GRID = (5, 10, 15, 20, 25, 30, 40, 50, 60, 80, 100)
 PANEL_START, PANEL_END = "<!-- panel:start -->", "<!-- panel:end -->"
@@ -269,7 +269,10 @@ def main(argv=None):
               + f"` in {(time.perf_counter() - t0) / 60:.0f} min; {br.machine()}; "
               + "; ".join(f"{k}: {v}" for k, v in br.versions().items())
               + ". Times are load + fit_transform in each implementation's own process, "
-                "memory its peak RSS; both with `random_state=0` and the paper's parameters.")
+                "memory its peak RSS; both with `random_state=0` and the paper's parameters. "
+              + "Traces (sha256 of the float32 trace, first 12 hex digits; traces recorded on "
+                "another processor differ): "
+              + ", ".join(f"{name} {trace_digest(trace_path(name))}" for name in names) + ".")
     lines = [header, ""] + panel_tables(results)
     print("\n".join(lines), flush=True)
     os.makedirs(br.OUT, exist_ok=True)

@@ -17,7 +17,8 @@ Each trace is cached as benchmarks/data/panel/NAME.npz (gitignored) with
   digit     (100,) int       class of each trace input
   loss, val_loss (n_slices,) training / validation loss at each slice
   (continual: also step, task, switch_slices)
-and NAME.json beside it with the settings and the recording time.
+and NAME.json beside it with the settings, the recording time, the processor and the trace's
+digest (:func:`trace_digest`).
 
     .venv/bin/python benchmarks/record_panel.py                 # record what is missing
     .venv/bin/python benchmarks/record_panel.py --only cnn --force
@@ -42,6 +43,30 @@ DATA = os.path.join(HERE, "data")
 PANEL_DIR = os.path.join(DATA, "panel")
 SEED = 0
 N_PER_CLASS = 10
+
+
+def trace_digest(path: str) -> str:
+    """The first 12 hex digits of the sha256 of a trace file's ``trace`` array (as C-ordered
+    float32). PyTorch's CPU training does not repeat bit for bit across processors, so a run
+    recorded on another machine is another trace: panels compare only where these agree."""
+    import hashlib
+
+    with np.load(path) as f:
+        trace = np.ascontiguousarray(f["trace"], dtype=np.float32)
+    return hashlib.sha256(trace.tobytes()).hexdigest()[:12]
+
+
+def _processor() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "?"
 
 
 def _mlp_run(hidden, activation, optimizer, lr, batch_size, epochs, traced):
@@ -227,7 +252,7 @@ def record(name: str, force: bool = False, verbose: bool = True) -> str:
                 shape=list(res["trace"].shape), seconds=round(seconds, 1),
                 final_loss=float(res["loss"][-1]), final_val_loss=float(res["val_loss"][-1]),
                 final_val_accuracy=float(res["val_accuracy"][-1]),
-                torch=torch.__version__)
+                torch=torch.__version__, processor=_processor(), trace_sha256_12=trace_digest(path))
     with open(os.path.join(PANEL_DIR, f"{name}.json"), "w") as f:
         json.dump(meta, f, indent=1)
     if verbose:
