@@ -271,7 +271,7 @@ def main(argv=None):
               + ". Times are load + fit_transform in each implementation's own process, "
                 "memory its peak RSS; both with `random_state=0` and the paper's parameters. "
               + "Traces (sha256 of the float32 trace, first 12 hex digits; traces recorded on "
-                "another processor differ): "
+                "another processor can differ): "
               + ", ".join(f"{name} {trace_digest(trace_path(name))}" for name in names) + ".")
     lines = [header, ""] + panel_tables(results)
     print("\n".join(lines), flush=True)

@@ -47,8 +47,8 @@ N_PER_CLASS = 10
 
 def trace_digest(path: str) -> str:
     """The first 12 hex digits of the sha256 of a trace file's ``trace`` array (as C-ordered
-    float32). PyTorch's CPU training does not repeat bit for bit across processors, so a run
-    recorded on another machine is another trace: panels compare only where these agree."""
+    float32). PyTorch picks its CPU kernels per processor, so a run recorded on another
+    machine need not be the same trace: panels compare only where these agree."""
     import hashlib
 
     with np.load(path) as f:
