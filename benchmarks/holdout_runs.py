@@ -16,12 +16,14 @@ scored with the eight preservation numbers of the panel table.
     .venv/bin/python benchmarks/holdout_runs.py            # record what is missing, run both
     .venv/bin/python benchmarks/holdout_runs.py --only relu_post_sgd --reuse-reference
 
-Traces are cached as benchmarks/data/holdout/NAME.npz (gitignored), results as
+Traces are cached as benchmarks/data/holdout/NAME.npz (gitignored; NAME.json beside it names
+the processor and the trace's digest), results as
 benchmarks/out/holdout_NAME_{mphate,reference}.json.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -108,7 +110,13 @@ def record(name: str) -> str:
     arrays = rp._record_continual(cfg) if cfg["kind"] == "continual" else rp._record_epochs(cfg)
     os.makedirs(HOLDOUT_DIR, exist_ok=True)
     np.savez_compressed(path, **arrays)
-    print(f"{name}: {arrays['trace'].shape} recorded in {time.perf_counter() - started:.0f} s", flush=True)
+    seconds = time.perf_counter() - started
+    # as record_panel's NAME.json: which processor recorded it, and the trace's digest
+    with open(os.path.join(HOLDOUT_DIR, f"{name}.json"), "w") as f:
+        json.dump(dict(name=name, what=HOLDOUT[name][0], settings=cfg, shape=list(arrays["trace"].shape),
+                       seconds=round(seconds, 1), processor=rp._processor(),
+                       trace_sha256_12=rp.trace_digest(path)), f, indent=1)
+    print(f"{name}: {arrays['trace'].shape} recorded in {seconds:.0f} s", flush=True)
     return path
 
 
