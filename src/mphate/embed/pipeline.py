@@ -408,7 +408,7 @@ def search_ceiling(spectrum, t_max: int | None) -> int | None:
     if t_max is None:
         return None
     limit = diffusion.mixing_limit(spectrum.eigenvalues)
-    return t_max if limit is None else min(t_max, max(limit, 1))
+    return t_max if limit is None else min(t_max, limit)  # limit >= 1
 
 
 def layout_chain(t: int, p: dict, ceiling: int | None = None) -> list[int]:

@@ -142,13 +142,13 @@ def _as_duplicate_labels(neighbors: np.ndarray, labels: np.ndarray) -> np.ndarra
     return np.take_along_axis(labels, flat, axis=1).reshape(neighbors.shape)
 
 
-def _drop_repeats(rows: np.ndarray) -> np.ndarray:
-    """``rows`` (m, K) with every entry already seen earlier in its row set to -1."""
+def _drop_repeats(rows: np.ndarray, fill: int) -> np.ndarray:
+    """``rows`` (m, K) with every entry already seen earlier in its row set to ``fill``."""
     order = np.argsort(rows, axis=1, kind="stable")  # equal entries keep their order in the row
     in_order = np.take_along_axis(rows, order, axis=1)
     repeat = np.zeros(rows.shape, dtype=bool)
     np.put_along_axis(repeat, order[:, 1:], in_order[:, 1:] == in_order[:, :-1], axis=1)
-    return np.where(repeat, -1, rows)
+    return np.where(repeat, fill, rows)
 
 
 def _knn_into(points: np.ndarray, k: int, out: np.ndarray) -> None:
@@ -198,20 +198,17 @@ def overlaps(reference: np.ndarray, found: np.ndarray, ks, duplicates: np.ndarra
     into a table by rank, and ``found``'s looked up in it: one pass for every k, where
     comparing all pairs costs K^2 per row (1,600 at K = 40).
     """
-    if duplicates is not None:
-        # compare labels: a label's rank is that of its first entry in the reference row
-        reference = _as_duplicate_labels(reference, duplicates)
-        found = _as_duplicate_labels(found, duplicates)
     ref = reference.reshape(-1, reference.shape[-1])
     emb = found.reshape(-1, found.shape[-1])
     if duplicates is not None:
-        ref = _drop_repeats(ref)
+        # compare labels: a label's rank is that of its first entry in the reference row, and
+        # its repeats write into a column of their own (the batch size, past every label),
+        # which no found neighbour reads
+        ref = _drop_repeats(_as_duplicate_labels(reference, duplicates).reshape(ref.shape),
+                            fill=duplicates.shape[1])
+        emb = _as_duplicate_labels(found, duplicates).reshape(emb.shape)
     depth = ref.shape[1]
     n_candidates = int(max(ref.max(initial=0), emb.max(initial=0))) + 1
-    if duplicates is not None:
-        # dropped repeats write into a column of their own, which no found neighbour reads
-        ref = np.where(ref < 0, n_candidates, ref)
-        n_candidates += 1
     ks = [min(int(k), depth) for k in ks]
     hits = np.zeros(len(ks))
     chunk = max(1, min(len(ref), _OVERLAP_CHUNK_ENTRIES // n_candidates))
@@ -268,11 +265,12 @@ def scoring_sample(features: np.ndarray, rng: np.random.Generator, *,
     slices = np.sort(rng.choice(n_slices, size=min(n_slices_scored, n_slices), replace=False))
     units = np.sort(rng.choice(n_units, size=min(n_units_scored, n_units), replace=False))
     k_intra, k_inter = min(max(ks), n_units - 1), min(max(ks), n_slices - 1)
-    reference_intra = knn(features[slices], k_intra) if k_intra >= 1 else None
+    scored_slices = features[slices]
     histories = np.ascontiguousarray(features[:, units].transpose(1, 0, 2))
+    reference_intra = knn(scored_slices, k_intra) if k_intra >= 1 else None
     reference_inter = knn(histories, k_inter) if k_inter >= 1 else None
     return ScoringSample(slices, units, reference_intra, reference_inter, tuple(ks),
-                         duplicates_intra=duplicate_labels(features[slices]) if k_intra >= 1 else None,
+                         duplicates_intra=duplicate_labels(scored_slices) if k_intra >= 1 else None,
                          duplicates_inter=duplicate_labels(histories) if k_inter >= 1 else None)
 
 
