@@ -40,7 +40,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import bench_reference as br  # noqa: E402
-from record_panel import PANEL, trace_digest, trace_path  # noqa: E402
+from record_panel import PANEL, array_digest, trace_path  # noqa: E402
 
 T_GRID = (5, 10, 15, 20, 25, 30, 40, 50, 60, 80, 100)
 PANEL_START, PANEL_END = "<!-- panel:start -->", "<!-- panel:end -->"
@@ -116,7 +116,8 @@ def bench_run(name: str, args) -> dict:
     with np.load(path) as f:
         trace = np.asarray(f["trace"])
     print(f"{name} ({label}): trace {trace.shape}", flush=True)
-    out = dict(name=name, label=label, what=what, shape=list(trace.shape), trace=br.rel(path))
+    out = dict(name=name, label=label, what=what, shape=list(trace.shape), trace=br.rel(path),
+               trace_digest=array_digest(trace))
     for method in ("reference", "mphate"):
         tag = f"panel_{name}_{method}"
         res = br.cached(tag, path) if args.reuse else None
@@ -272,7 +273,7 @@ def main(argv=None):
                 "memory its peak RSS; both with `random_state=0` and the paper's parameters. "
               + "Traces (sha256 of the float32 trace, first 12 hex digits; traces recorded on "
                 "another processor can differ): "
-              + ", ".join(f"{name} {trace_digest(trace_path(name))}" for name in names) + ".")
+              + ", ".join(f"{r['name']} {r['trace_digest']}" for r in results) + ".")
     lines = [header, ""] + panel_tables(results)
     print("\n".join(lines), flush=True)
     os.makedirs(br.OUT, exist_ok=True)

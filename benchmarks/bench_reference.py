@@ -260,19 +260,25 @@ def versions() -> dict:
     return v
 
 
-def machine() -> str:
-    cpu = platform.processor() or "?"
+def processor() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what ``platform`` knows."""
     try:
         with open("/proc/cpuinfo") as f:
             for ln in f:
                 if ln.startswith("model name"):
-                    cpu = ln.split(":", 1)[1].strip()
-                    break
+                    return ln.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def machine() -> str:
+    try:
         with open("/proc/meminfo") as f:
             mem = int(f.readline().split()[1]) / 2**20
     except OSError:
         mem = float("nan")
-    return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, {platform.system()} {platform.release()}"
+    return f"{os.cpu_count()} cores ({processor()}), {mem:.0f} GiB RAM, {platform.system()} {platform.release()}"
 
 
 def fmt_s(x):

@@ -114,8 +114,7 @@ def record(name: str) -> str:
     # as record_panel's NAME.json: which processor recorded it, and the trace's digest
     with open(os.path.join(HOLDOUT_DIR, f"{name}.json"), "w") as f:
         json.dump(dict(name=name, what=HOLDOUT[name][0], settings=cfg, shape=list(arrays["trace"].shape),
-                       seconds=round(seconds, 1), processor=rp._processor(),
-                       trace_sha256_12=rp.trace_digest(path)), f, indent=1)
+                       seconds=round(seconds, 1), **rp.recording_notes(arrays["trace"])), f, indent=1)
     print(f"{name}: {arrays['trace'].shape} recorded in {seconds:.0f} s", flush=True)
     return path
 

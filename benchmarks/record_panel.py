@@ -18,7 +18,7 @@ Each trace is cached as benchmarks/data/panel/NAME.npz (gitignored) with
   loss, val_loss (n_slices,) training / validation loss at each slice
   (continual: also step, task, switch_slices)
 and NAME.json beside it with the settings, the recording time, the processor and the trace's
-digest (:func:`trace_digest`).
+digest (:func:`array_digest`).
 
     .venv/bin/python benchmarks/record_panel.py                 # record what is missing
     .venv/bin/python benchmarks/record_panel.py --only cnn --force
@@ -45,28 +45,20 @@ SEED = 0
 N_PER_CLASS = 10
 
 
-def trace_digest(path: str) -> str:
-    """The first 12 hex digits of the sha256 of a trace file's ``trace`` array (as C-ordered
-    float32). PyTorch picks its CPU kernels per processor, so a run recorded on another
-    machine need not be the same trace: panels compare only where these agree."""
+def array_digest(trace: np.ndarray) -> str:
+    """The first 12 hex digits of the sha256 of a trace array (as C-ordered float32). PyTorch
+    picks its CPU kernels per processor, so a run recorded on another machine need not be the
+    same trace: panels compare only where these agree."""
     import hashlib
 
-    with np.load(path) as f:
-        trace = np.ascontiguousarray(f["trace"], dtype=np.float32)
-    return hashlib.sha256(trace.tobytes()).hexdigest()[:12]
+    return hashlib.sha256(np.ascontiguousarray(trace, dtype=np.float32).tobytes()).hexdigest()[:12]
 
 
-def _processor() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
+def recording_notes(trace: np.ndarray) -> dict:
+    """What a recording's NAME.json says of where it was made: the processor and the digest."""
+    import bench_reference
 
-    return platform.processor() or "?"
+    return dict(processor=bench_reference.processor(), trace_sha256_12=array_digest(trace))
 
 
 def _mlp_run(hidden, activation, optimizer, lr, batch_size, epochs, traced):
@@ -252,7 +244,7 @@ def record(name: str, force: bool = False, verbose: bool = True) -> str:
                 shape=list(res["trace"].shape), seconds=round(seconds, 1),
                 final_loss=float(res["loss"][-1]), final_val_loss=float(res["val_loss"][-1]),
                 final_val_accuracy=float(res["val_accuracy"][-1]),
-                torch=torch.__version__, processor=_processor(), trace_sha256_12=trace_digest(path))
+                torch=torch.__version__, **recording_notes(res["trace"]))
     with open(os.path.join(PANEL_DIR, f"{name}.json"), "w") as f:
         json.dump(meta, f, indent=1)
     if verbose:
